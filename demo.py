@@ -1,0 +1,146 @@
+"""Serve the cardscan web app and the segmentation model.
+
+    python demo.py                         # http://0.0.0.0:7860 (or $PORT)
+    python demo.py --host 127.0.0.1 --port 8000
+
+Routes: /              the app (demo/index.html, /js, /css, /assets)
+        /ort/...       onnxruntime-web 1.22.0 from demo/node_modules (npm ci --prefix demo)
+        /models/X.onnx train/exported_models/X.onnx
+Every response carries COOP/COEP/CORP so the page is cross-origin isolated and onnxruntime-web
+may use WASM threads. GET and HEAD only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import mimetypes
+import os
+import sys
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.responses import FileResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+ROOT = os.path.dirname(os.path.realpath(__file__))
+DEMO_DIR = os.path.join(ROOT, "demo")
+MODELS_DIR = os.path.join(ROOT, "train", "exported_models")
+ORT_DIR = os.path.join(DEMO_DIR, "node_modules", "onnxruntime-web", "dist")
+REQUIRED_MODELS = ("card_segmentation.onnx", "card_segmentation_fp32.onnx")
+REQUIRED_ORT = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
+
+# Python's table lacks or varies on these; browsers refuse module scripts and streaming WASM
+# compilation with the wrong type.
+for ext, mime in ((".mjs", "text/javascript"), (".js", "text/javascript"), (".wasm", "application/wasm"),
+                  (".onnx", "application/octet-stream"), (".svg", "image/svg+xml")):
+    mimetypes.add_type(mime, ext)
+
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+logger = logging.getLogger("demo")
+
+
+class StartupError(Exception):
+    pass
+
+
+def check_files(models_dir: str = MODELS_DIR, ort_dir: str = ORT_DIR) -> None:
+    """Fail at start-up, with the command that fixes it, rather than with a 404 in the browser."""
+    missing = [m for m in REQUIRED_MODELS if not os.path.isfile(os.path.join(models_dir, m))]
+    if missing:
+        raise StartupError(f"model file(s) missing in {models_dir}: {', '.join(missing)}. Restore the committed "
+                           f"models with `git checkout -- train/exported_models` or export your own with "
+                           f"`python train/export.py train/runs/segmentation/best.pt`.")
+    missing = [f for f in REQUIRED_ORT if not os.path.isfile(os.path.join(ort_dir, f))]
+    if missing:
+        raise StartupError(f"onnxruntime-web files missing in {ort_dir}: {', '.join(missing)}. Install them with "
+                           f"`npm ci --prefix demo` (or `make demo`).")
+
+
+def model_endpoint(models_dir: str):
+    async def serve_model(request):
+        name = request.path_params["name"]
+        # Only plain .onnx file names: no separators, no dot-files, so no way out of the folder.
+        if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".onnx"):
+            raise HTTPException(404)
+        path = os.path.join(models_dir, name)
+        if not os.path.isfile(path):
+            raise HTTPException(404)
+        return FileResponse(path, media_type="application/octet-stream")
+    return serve_model
+
+
+def create_app(demo_dir: str = DEMO_DIR, models_dir: str = MODELS_DIR, ort_dir: str = ORT_DIR,
+               check: bool = True) -> Starlette:
+    if check:
+        check_files(models_dir, ort_dir)
+
+    async def index(request):
+        return FileResponse(os.path.join(demo_dir, "index.html"), media_type="text/html")
+
+    routes = [
+        Route("/", index, methods=["GET", "HEAD"]),
+        Route("/index.html", index, methods=["GET", "HEAD"]),
+        Route("/models/{name}", model_endpoint(models_dir), methods=["GET", "HEAD"]),
+        Mount("/ort", StaticFiles(directory=ort_dir, check_dir=check)),
+        Mount("/js", StaticFiles(directory=os.path.join(demo_dir, "js"))),
+        Mount("/css", StaticFiles(directory=os.path.join(demo_dir, "css"))),
+        Mount("/assets", StaticFiles(directory=os.path.join(demo_dir, "assets"))),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(IsolationMiddleware)])
+
+
+class IsolationMiddleware:
+    """Adds the cross-origin isolation headers to every response and refuses all but GET/HEAD."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            response = PlainTextResponse("method not allowed", status_code=405,
+                                         headers={"Allow": "GET, HEAD", **ISOLATION_HEADERS})
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(ISOLATION_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Serve the cardscan web app", add_help=add_help)
+    p.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        app = create_app()
+    except StartupError as e:
+        sys.exit(f"demo.py: {e}")
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    logger.info("cardscan demo: open http://%s:%d/ (camera access needs localhost or HTTPS)", shown, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

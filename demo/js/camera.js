@@ -1,0 +1,97 @@
+// Camera access: list the cameras, open one at the first resolution that really works.
+
+// Landscape constraints, as cameras report them; a portrait device swaps them itself.
+export const RESOLUTIONS = [
+  { width: 1280, height: 720 },
+  { width: 640, height: 480 },
+];
+
+/** An error whose message is meant for the page, in plain words. */
+export class CameraError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.name = 'CameraError';
+    this.kind = kind;
+  }
+}
+
+function explain(err) {
+  switch (err && err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return new CameraError('denied', 'Camera permission was denied. Allow camera access for this page and reload.');
+    case 'NotFoundError':
+    case 'DevicesNotFoundError':
+      return new CameraError('absent', 'No camera was found. Connect a camera and reload.');
+    case 'NotReadableError':
+    case 'TrackStartError':
+    case 'AbortError':
+      return new CameraError('busy', 'The camera is busy or could not be started. Close other apps using it and try again.');
+    default:
+      return new CameraError('unknown', `The camera could not be opened (${err && err.name ? err.name : err}).`);
+  }
+}
+
+/** Video input devices with labels (asks for permission once so that labels are filled). */
+export async function listCameras() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new CameraError('unsupported', 'This browser gives no camera access (it needs HTTPS or localhost).');
+  }
+  let probe;
+  try {
+    probe = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (err) {
+    throw explain(err);
+  } finally {
+    if (probe) probe.getTracks().forEach((t) => t.stop());
+  }
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const cams = devices.filter((d) => d.kind === 'videoinput');
+  if (cams.length === 0) throw new CameraError('absent', 'No camera was found. Connect a camera and reload.');
+  return cams.map((d, i) => ({ deviceId: d.deviceId, label: d.label || `Camera ${i + 1}` }));
+}
+
+/**
+ * Open `deviceId` at 1280x720, else 640x480, with exact constraints (so an unmet size fails
+ * instead of being silently replaced). Resolves once the video has its dimensions.
+ * @returns {Promise<{stream: MediaStream, width: number, height: number, requested: object}>}
+ */
+export async function openCamera(video, deviceId) {
+  let lastError = null;
+  for (const res of RESOLUTIONS) {
+    const constraints = {
+      audio: false,
+      video: {
+        deviceId: deviceId ? { exact: deviceId } : undefined,
+        width: { exact: res.width },
+        height: { exact: res.height },
+      },
+    };
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (err) {
+      if (err && (err.name === 'OverconstrainedError' || err.name === 'ConstraintNotSatisfiedError')) {
+        lastError = err;
+        continue; // this resolution is not offered: try the next one
+      }
+      throw explain(err);
+    }
+    video.srcObject = stream;
+    await new Promise((resolve, reject) => {
+      if (video.readyState >= 1 && video.videoWidth > 0) { resolve(); return; }
+      video.addEventListener('loadedmetadata', resolve, { once: true });
+      video.addEventListener('error', () => reject(new CameraError('unknown', 'The camera stream failed to start.')), { once: true });
+    });
+    await video.play();
+    // Read the size after loadedmetadata: a portrait device reports it swapped.
+    return { stream, width: video.videoWidth, height: video.videoHeight, requested: res };
+  }
+  const tried = RESOLUTIONS.map((r) => `${r.width}x${r.height}`).join(', ');
+  throw new CameraError('resolution', `The camera supports none of the resolutions this app needs (${tried}).`
+    + (lastError && lastError.constraint ? ` Unmet constraint: ${lastError.constraint}.` : ''));
+}
+
+export function stopStream(stream) {
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+}

@@ -1,0 +1,121 @@
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import make_dataset
+
+import export
+import model_card
+from common import EXPORT_DIR
+from dataset import find_samples, load_sample
+from model import build_model
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    m = build_model(pretrained_backbone=False).eval()
+    # A few BN statistics updates so the model is not the trivial initialisation.
+    m.train()
+    with torch.no_grad():
+        for _ in range(2):
+            m(torch.rand(2, 3, 128, 96))
+    return m.eval()
+
+
+def test_export_passes_gate_and_has_contract(small_model, tiny_dataset, tmp_path):
+    images = export.gate_images(tiny_dataset, 2)
+    path = str(tmp_path / "m.onnx")
+    info = export.export_and_verify(small_model, path, fp16=True, images=images)
+    assert info["gate"]["mask_iou"] >= export.GATE_MIN_MASK_IOU
+    proto = onnx.load(path)
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == ("image", [1, 3, 640, 480], "tensor(float)")
+    assert (out.name, out.shape, out.type) == ("mask", [1, 1, 640, 480], "tensor(float)")
+
+
+def test_corrupted_export_fails_gate_and_leaves_no_file(small_model, tiny_dataset, tmp_path):
+    images = export.gate_images(tiny_dataset, 2)
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"an older export that no longer matches")
+
+    def corrupt(p):
+        # Flip the sign of the classifier's bias: a plausible-looking but wrong model.
+        proto = onnx.load(p)
+        for init in proto.graph.initializer:
+            arr = onnx.numpy_helper.to_array(init)
+            if arr.ndim == 4 and arr.shape[0] == 2:   # the 2-class convolutions
+                init.CopyFrom(onnx.numpy_helper.from_array(-arr * 5, init.name))
+        onnx.save(proto, p)
+
+    with pytest.raises(export.GateError, match="parity gate"):
+        export.export_and_verify(small_model, str(path), fp16=False, images=images, post_export=corrupt)
+    assert not path.exists()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".onnx")]
+
+
+def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_path):
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": small_model.state_dict(), "args": {"lr": 1e-3}, "history": []}, ckpt)
+    out = tmp_path / "exported"
+    args = export.get_args_parser().parse_args([str(ckpt), "--data-path", tiny_dataset, "--output-dir", str(out),
+                                                "--gate-images", "2", "--latency-runs", "2"])
+    meta = export.main(args)
+    names = sorted(os.listdir(out))
+    assert names == ["README.md", "card_segmentation.json", "card_segmentation.onnx", "card_segmentation_fp32.onnx"]
+    assert [f["precision"] for f in meta["files"]] == ["fp16", "fp32"]
+    assert os.path.getsize(out / "card_segmentation.onnx") < 0.6 * os.path.getsize(out / "card_segmentation_fp32.onnx")
+    assert (out / "README.md").read_text() == model_card.render_model_card(str(out))
+    assert "test_metrics" in meta["files"][0]
+
+
+# ----------------------------------------------------------------------------- the committed model
+
+COMMITTED = os.path.join(EXPORT_DIR, "card_segmentation.onnx")
+COMMITTED_FP32 = os.path.join(EXPORT_DIR, "card_segmentation_fp32.onnx")
+
+
+@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FP32])
+def test_committed_model_contract(path):
+    assert os.path.isfile(path), f"{path} is missing: the repository must ship the trained model"
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == ("image", [1, 3, 640, 480], "tensor(float)")
+    assert (out.name, out.shape, out.type) == ("mask", [1, 1, 640, 480], "tensor(float)")
+
+
+def test_committed_model_is_fp16_and_small():
+    proto = onnx.load(COMMITTED)
+    dtypes = {init.data_type for init in proto.graph.initializer if len(init.dims) == 4}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    assert os.path.getsize(COMMITTED) <= 7 * 1024 * 1024
+
+
+def test_committed_model_segments_a_fresh_image(tmp_path):
+    # A seed the committed model never saw.
+    make_dataset(tmp_path, 0, 6, seed=987654, workers=1)
+    samples = [s for s in find_samples(str(tmp_path), "test") if "negative" not in s[0]]
+    sess = ort.InferenceSession(COMMITTED, providers=["CPUExecutionProvider"])
+    inter = union = 0
+    for img_path, mask_path in samples[:4]:
+        image, truth = load_sample(img_path, mask_path)
+        x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255
+        pred = sess.run(None, {"image": x})[0][0, 0] >= 0.5
+        inter += int((pred & (truth == 1)).sum())
+        union += int((pred | (truth == 1)).sum())
+    assert inter / union >= 0.9
+
+
+def test_committed_model_card_is_what_export_writes():
+    with open(os.path.join(EXPORT_DIR, "README.md")) as f:
+        assert f.read() == model_card.render_model_card(EXPORT_DIR)
+    with open(os.path.join(EXPORT_DIR, "card_segmentation.json")) as f:
+        meta = json.load(f)
+    for entry in meta["files"]:
+        assert export.sha256(os.path.join(EXPORT_DIR, entry["file"])) == entry["sha256"], entry["file"]

@@ -1,0 +1,114 @@
+"""Training throughput: data loader images/s and model step images/s per precision.
+
+    python train/benchmark_training.py --what data             # loader with the training transforms
+    python train/benchmark_training.py --what step             # fp32 vs autocast, 480x640 and half res
+
+Every figure of a run comes from the same process, so the ratios are like for like. The step
+benchmark feeds random tensors, isolating the model from the data pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import time
+
+import torch
+
+from common import DEFAULT_DATASET, IMAGE_HEIGHT, IMAGE_WIDTH, resolve_path, setup_logging
+from metrics import segmentation_loss
+from model import build_model
+
+logger = logging.getLogger(__name__)
+
+
+def bench_data(args) -> dict:
+    from torch.utils.data import DataLoader
+
+    from dataset import CardSegmentationDataset, get_training_transforms
+
+    ds = CardSegmentationDataset(resolve_path(args.data_path), "train", get_training_transforms())
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
+    n, start = 0, None
+    for i, (images, _) in enumerate(loader):
+        if i == 1:   # the first batch pays for the worker start-up
+            start, n = time.perf_counter(), 0
+        n += images.shape[0]
+        if i >= args.iters:
+            break
+    rate = n / (time.perf_counter() - start)
+    return {"what": "data", "workers": args.workers, "batch_size": args.batch_size, "images_per_s": rate}
+
+
+def bench_step(args) -> list[dict]:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    rows = []
+    for h, w in ((IMAGE_HEIGHT, IMAGE_WIDTH), (IMAGE_HEIGHT // 2, IMAGE_WIDTH // 2)):
+        for dtype in (None, amp_dtype):
+            torch.manual_seed(0)
+            model = build_model(pretrained_backbone=False).to(device).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+            x = torch.rand(args.batch_size, 3, h, w, device=device)
+            y = (torch.rand(args.batch_size, h, w, device=device) > 0.5).long()
+            times = []
+            for i in range(args.warmup + args.iters):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = model(x)
+                loss = segmentation_loss(logits, y)
+                opt.zero_grad(set_to_none=True)
+                if scaler:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            rows.append({"what": "step", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                         f"cpu x{torch.get_num_threads()}", "precision": str(dtype or "fp32").replace("torch.", ""),
+                         "size": f"{w}x{h}", "batch_size": args.batch_size, "median_step_s": med,
+                         "images_per_s": args.batch_size / med, "s_per_image": med / args.batch_size})
+            logger.info("%s", rows[-1])
+    return rows
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    rows = [bench_data(args)] if args.what == "data" else bench_step(args)
+    for r in rows:
+        print(json.dumps(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Training throughput benchmark", add_help=add_help)
+    p.add_argument("--what", choices=["data", "step"], default="step")
+    p.add_argument("--data-path", default=DEFAULT_DATASET)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (batches)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    return p
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(get_args_parser().parse_args())

@@ -1,0 +1,83 @@
+"""Shared constants, paths and small helpers for every script in train/.
+
+One source for every default that more than one script needs: image size, normalisation,
+where the dataset and the exported models live.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+# Paths are resolved from this file, so scripts work from any working directory.
+TRAIN_DIR = os.path.dirname(os.path.realpath(__file__))
+REPO_ROOT = os.path.dirname(TRAIN_DIR)
+DEFAULT_DATASET = os.path.join(REPO_ROOT, "dataset")
+DEFAULT_RUNS_DIR = os.path.join(TRAIN_DIR, "runs")
+EXPORT_DIR = os.path.join(TRAIN_DIR, "exported_models")
+
+# The model input is a portrait frame, 480 wide x 640 high (3:4), as in the users' dataset.
+IMAGE_WIDTH = 480
+IMAGE_HEIGHT = 640
+
+# ImageNet statistics for the MobileNetV3 backbone, applied inside the model (see model.py).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Card class index in the 2-class output (0 = background).
+CARD_CLASS = 1
+
+SPLITS = ("train", "test")
+CORNERS_FILE = "corner_annotations.json"
+IMAGE_EXT = ".jpg"
+MASK_EXT = ".png"
+
+
+class DataError(Exception):
+    """Bad input data: the message names the file and the problem."""
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def resolve_path(path: str) -> str:
+    """User-given path -> absolute real path (relative to the current directory)."""
+    return os.path.realpath(os.path.expanduser(path))
+
+
+def atomic_write_bytes(path: str, data: bytes, fsync: bool = True) -> None:
+    """Write a file so that a crash never leaves it half-written.
+
+    fsync=False skips the flush to disk (still atomic against a killed process); the dataset
+    generator uses it, since thousands of fsyncs cost more than the rendering.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)   # mkstemp creates 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """torch.save through a temporary file + os.replace (a kill mid-write keeps the old file)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())

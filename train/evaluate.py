@@ -1,0 +1,141 @@
+"""Evaluate a checkpoint (.pt) or an exported model (.onnx) on a split of the dataset.
+
+    python train/evaluate.py train/runs/segmentation/best.pt
+    python train/evaluate.py train/exported_models/card_segmentation.onnx --overlays 8
+    python train/evaluate.py model.onnx --data-path /data/cards --split test --json metrics.json
+
+Card IoU, Dice and pixel accuracy over the whole split (one confusion matrix), at the model's
+480x640 input, card where the probability is >= 0.5. Writes JSON (default: next to the model)
+and optionally N overlay images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import DEFAULT_DATASET, DataError, resolve_path, setup_logging
+from dataset import find_samples, load_sample
+from metrics import ConfusionMatrix
+from model import load_checkpoint_model
+
+logger = logging.getLogger(__name__)
+
+THRESHOLD = 0.5
+OVERLAY_RGB = (135, 206, 235)   # light blue, as in the web app
+
+
+def load_predictor(path: str, device: str = "cpu", threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """(640, 480, 3) uint8 RGB -> (640, 480) float32 card probability, for .pt and .onnx alike."""
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def run_onnx(image: np.ndarray) -> np.ndarray:
+            x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+            return sess.run(None, {name: x})[0][0, 0]
+
+        return run_onnx
+
+    model, _ = load_checkpoint_model(path)
+    model.to(device)
+
+    @torch.inference_mode()
+    def run_torch(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+        return model(x).float().softmax(1)[0, 1].cpu().numpy()
+
+    return run_torch
+
+
+def overlay(image: np.ndarray, prob: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """RGB image with the prediction in translucent light blue and the truth outline in green."""
+    out = image.copy()
+    pred = prob >= THRESHOLD
+    out[pred] = (0.55 * out[pred] + 0.45 * np.array(OVERLAY_RGB)).astype(np.uint8)
+    contours, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, (0, 255, 0), 1)
+    return out
+
+
+def evaluate_model(model_path: str, data_path: str, split: str = "test", limit: int = 0, overlays: int = 0,
+                   overlay_dir: str | None = None, device: str = "cpu", quiet: bool = False) -> dict:
+    samples = find_samples(data_path, split)
+    if limit:
+        samples = samples[:limit]
+    predict = load_predictor(model_path, device)
+    confmat = ConfusionMatrix(2)
+    if overlays:
+        os.makedirs(overlay_dir, exist_ok=True)
+    per_image_iou, elapsed = [], 0.0
+    for i, (img_path, mask_path) in enumerate(tqdm(samples, desc="evaluate", unit="img", disable=quiet)):
+        image, truth = load_sample(img_path, mask_path)
+        t0 = time.perf_counter()
+        prob = predict(image)
+        elapsed += time.perf_counter() - t0
+        pred = torch.from_numpy((prob >= THRESHOLD).astype(np.uint8))
+        confmat.update(torch.from_numpy(truth), pred)
+        inter, union = int((pred.numpy() & truth).sum()), int((pred.numpy() | truth).sum())
+        per_image_iou.append(inter / union if union else 1.0)
+        if i < overlays:
+            out = overlay(image, prob, truth)
+            name = os.path.splitext(os.path.basename(img_path))[0] + "_overlay.jpg"
+            cv2.imwrite(os.path.join(overlay_dir, name), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+    metrics = confmat.compute()
+    worst = int(np.argmin(per_image_iou))
+    return {"model": model_path, "data_path": data_path, "split": split, "images": len(samples),
+            **metrics, "mean_image_iou": float(np.mean(per_image_iou)), "min_image_iou": per_image_iou[worst],
+            "worst_image": os.path.basename(samples[worst][0]), "mean_inference_ms": 1000 * elapsed / len(samples)}
+
+
+def main(args: argparse.Namespace) -> dict:
+    model_path = resolve_path(args.model)
+    if not os.path.isfile(model_path):
+        raise SystemExit(f"{model_path}: model file not found")
+    base = os.path.splitext(model_path)[0]
+    try:
+        result = evaluate_model(model_path, resolve_path(args.data_path), args.split, args.limit, args.overlays,
+                                resolve_path(args.overlay_dir) if args.overlay_dir else base + "_overlays",
+                                args.device, args.quiet)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    out = resolve_path(args.json) if args.json else base + f"_{args.split}_metrics.json"
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{result['split']}: {result['images']} images  IoU {result['iou']:.4f}  Dice {result['dice']:.4f}  "
+          f"pixel acc {result['pixel_acc']:.4f}  (worst image IoU {result['min_image_iou']:.3f}: "
+          f"{result['worst_image']})  -> {out}")
+    return result
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Evaluate a segmentation checkpoint or ONNX model", add_help=add_help)
+    p.add_argument("model", help=".pt checkpoint (train.py / prune.py) or .onnx export")
+    p.add_argument("--data-path", default=DEFAULT_DATASET)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
+    p.add_argument("--json", default=None, help="output JSON (default: <model>_<split>_metrics.json)")
+    p.add_argument("--overlays", type=int, default=0, help="save N overlay images")
+    p.add_argument("--overlay-dir", default=None, help="default: <model>_overlays/")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(get_args_parser().parse_args())

@@ -1,0 +1,122 @@
+"""Generate a synthetic card dataset in exactly the layout of the users' real dataset.
+
+    python train/generate_dataset.py                       # -> dataset/ at the repository root
+    python train/generate_dataset.py --num-train 4000 --num-test 500 --seed 0 --workers 8
+    python train/generate_dataset.py --backgrounds ~/photos/tables --output /tmp/cards
+
+Layout written (see train/README.md):
+    <output>/{train,test}/images/<stem>.jpg   480 x 640 RGB, JPEG q95
+    <output>/{train,test}/masks/<stem>.png    0 / 255 single channel, 255 = card
+    <output>/corner_annotations.json          {"train": {"<stem>.jpg": [[x, y] x 4]}, "test": {...}}
+Negatives (no card) have a black mask and no entry in the JSON, like the real dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import synthetic
+from common import CORNERS_FILE, DEFAULT_DATASET, IMAGE_EXT, MASK_EXT, atomic_write_bytes, resolve_path, setup_logging
+
+logger = logging.getLogger(__name__)
+
+SPLIT_IDS = {"train": 0, "test": 1}
+BACKGROUND_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _render_one(job: tuple) -> tuple[str, str, list | None]:
+    """Render and write one sample; returns (split, file name, corners or None)."""
+    out_dir, split, index, seed, backgrounds = job
+    # One independent stream per (seed, split, index): the output does not depend on the
+    # number of workers or the order in which they finish.
+    rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
+    negative = rng.random() < synthetic.NEGATIVE_FRACTION
+    scene = synthetic.render_scene(rng, negative=negative, user_backgrounds=backgrounds)
+    stem = f"{'negative' if negative else 'card'}_{split}_{index:06d}"
+    split_dir = os.path.join(out_dir, split)
+    ok_img, jpg = cv2.imencode(IMAGE_EXT, cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 95])
+    ok_mask, png = cv2.imencode(MASK_EXT, scene.mask)
+    if not (ok_img and ok_mask):
+        raise RuntimeError(f"could not encode sample {stem}")
+    atomic_write_bytes(os.path.join(split_dir, "images", stem + IMAGE_EXT), jpg.tobytes(), fsync=False)
+    atomic_write_bytes(os.path.join(split_dir, "masks", stem + MASK_EXT), png.tobytes(), fsync=False)
+    corners = None if scene.corners is None else [[round(float(x), 2), round(float(y), 2)] for x, y in scene.corners]
+    return split, stem + IMAGE_EXT, corners
+
+
+def list_backgrounds(folder: str | None) -> list[str]:
+    if not folder:
+        return []
+    folder = resolve_path(folder)
+    if not os.path.isdir(folder):
+        raise SystemExit(f"--backgrounds: {folder} is not a folder")
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(BACKGROUND_EXTS))
+    if not paths:
+        raise SystemExit(f"--backgrounds: no images ({', '.join(BACKGROUND_EXTS)}) in {folder}")
+    return paths
+
+
+def main(args: argparse.Namespace) -> dict:
+    out_dir = resolve_path(args.output)
+    if os.path.exists(os.path.join(out_dir, CORNERS_FILE)) and not args.overwrite:
+        raise SystemExit(f"{out_dir} already holds a dataset; pass --overwrite to replace it")
+    backgrounds = list_backgrounds(args.backgrounds)
+    if args.overwrite:   # stale files of a larger earlier dataset must not survive
+        for name in (CORNERS_FILE, *SPLIT_IDS):
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    for split in SPLIT_IDS:
+        for sub in ("images", "masks"):
+            os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
+    jobs = [(out_dir, split, i, args.seed, backgrounds)
+            for split, n in (("train", args.num_train), ("test", args.num_test)) for i in range(n)]
+    annotations: dict[str, dict] = {"train": {}, "test": {}}
+    start = time.perf_counter()
+    workers = max(1, args.workers)
+    with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+        results = pool.imap(_render_one, jobs, chunksize=8)
+        for split, name, corners in tqdm(results, total=len(jobs), desc="generate", unit="img",
+                                         disable=args.quiet):
+            if corners is not None:
+                annotations[split][name] = corners
+    elapsed = time.perf_counter() - start
+    # The JSON is written last: its presence marks a complete dataset.
+    for split in annotations:
+        annotations[split] = dict(sorted(annotations[split].items()))
+    atomic_write_bytes(os.path.join(out_dir, CORNERS_FILE), json.dumps(annotations, indent=1).encode())
+    rate = len(jobs) / elapsed if elapsed > 0 else float("inf")
+    logger.info("wrote %d images to %s in %.1f s: %.1f images/s with %d workers (%.1f per worker)",
+                len(jobs), out_dir, elapsed, rate, workers, rate / workers)
+    return {"images": len(jobs), "seconds": elapsed, "images_per_s": rate, "workers": workers}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Generate a synthetic trading-card dataset", add_help=add_help)
+    p.add_argument("--output", default=DEFAULT_DATASET, help="dataset folder (default: dataset/ at the repo root)")
+    p.add_argument("--num-train", type=int, default=3000, help="training images")
+    p.add_argument("--num-test", type=int, default=300, help="test images")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (whatever --workers)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    p.add_argument("--backgrounds", default=None, help="folder of your own background photos (used for ~half)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(get_args_parser().parse_args())

@@ -1,0 +1,390 @@
+"""Train the LR-ASPP MobileNetV3 card segmentation model.
+
+    python train/train.py                                   # dataset/ -> train/runs/segmentation
+    python train/train.py --epochs 40 --batch-size 32       # CUDA, FP16 mixed precision
+    torchrun --nproc_per_node 4 train/train.py ...          # several GPUs
+    python train/train.py --resume train/runs/segmentation/last.pt
+    python train/train.py --recipe cpu                      # the 2-core CPU recipe (see README)
+
+Writes <output-dir>/last.pt and best.pt (plain dicts, written atomically), metrics.csv,
+curves.png and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from common import (
+    DEFAULT_DATASET,
+    DEFAULT_RUNS_DIR,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    atomic_torch_save,
+    atomic_write_bytes,
+    resolve_path,
+    setup_logging,
+)
+from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
+from metrics import ConfusionMatrix, segmentation_loss
+from model import build_model
+
+logger = logging.getLogger(__name__)
+
+# Named recipes override the parser defaults (explicit flags still win). The CPU recipe trains
+# most epochs at half resolution (4x fewer pixels) and finishes at 480x640: the network is fully
+# convolutional, so the last epochs adapt it to the deployment scale.
+RECIPES = {
+    "cpu": dict(epochs=12, low_res_epochs=10, batch_size=8, lr=2e-3, max_train_images=1000, max_val_images=100,
+                patience=100, workers=2),
+}
+CSV_FIELDS = ["epoch", "height", "width", "lr", "train_loss", "val_loss", "iou", "dice", "pixel_acc",
+              "train_images_per_s", "epoch_s"]
+
+
+# ----------------------------------------------------------------------------- distributed
+
+def init_distributed(args: argparse.Namespace) -> None:
+    """torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process."""
+    args.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    args.rank, args.world_size, args.local_rank = 0, 1, 0
+    if not args.distributed:
+        return
+    args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend = "nccl" if args.device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(args.local_rank)
+        args.device = f"cuda:{args.local_rank}"
+    dist.init_process_group(backend)
+
+
+def is_main(args: argparse.Namespace) -> bool:
+    return args.rank == 0
+
+
+# ----------------------------------------------------------------------------- data
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker gets its own stream for numpy, random and Albumentations (derived from the
+    # loader's per-epoch generator, so a resumed run sees the same augmentations).
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    ds = info.dataset.dataset if isinstance(info.dataset, Subset) else info.dataset
+    if ds.transforms is not None:
+        ds.transforms.set_random_seed(seed)
+
+
+def make_loader(dataset, args: argparse.Namespace, train: bool, epoch: int) -> DataLoader:
+    sampler = None
+    generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+    if args.distributed:
+        sampler = DistributedSampler(dataset, shuffle=train, seed=args.seed, drop_last=train)
+        sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=args.batch_size if train else args.val_batch_size,
+                      shuffle=train and sampler is None, sampler=sampler, num_workers=args.workers,
+                      pin_memory=args.device.startswith("cuda"), drop_last=train and len(dataset) > args.batch_size,
+                      worker_init_fn=_seed_worker, generator=generator)
+
+
+def epoch_size(args: argparse.Namespace, epoch: int) -> tuple[int, int]:
+    """Training (height, width) of an epoch: reduced for the first --low-res-epochs."""
+    h, w = args.size
+    if epoch < args.low_res_epochs:
+        f = args.low_res_factor
+        # Multiples of 16 (the backbone's output stride) keep its feature maps aligned with the mask.
+        h, w = max(16, int(round(h * f / 16)) * 16), max(16, int(round(w * f / 16)) * 16)
+    return h, w
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, args, epoch: int) -> dict:
+    model.train()
+    device = torch.device(args.device)
+    total_loss, n_images, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not is_main(args) or args.quiet, leave=False)
+    for images, masks in bar:
+        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
+            logits = model(images)                              # (B, 2, H, W)
+        loss = segmentation_loss(logits, masks, args.dice_weight)  # computed in fp32
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower --lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        lr_scheduler.step()
+        total_loss += loss.item() * images.shape[0]
+        n_images += images.shape[0]
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    elapsed = time.perf_counter() - start
+    return {"train_loss": total_loss / max(1, n_images), "train_images_per_s": n_images * args.world_size / elapsed}
+
+
+@torch.inference_mode()
+def evaluate(model, loader, args) -> dict:
+    """Loss and card IoU / Dice / pixel accuracy over the whole split (one confusion matrix)."""
+    model.eval()
+    device = torch.device(args.device)
+    confmat = ConfusionMatrix(2)
+    total_loss, n = 0.0, 0
+    for images, masks in tqdm(loader, desc="val", unit="batch", disable=not is_main(args) or args.quiet, leave=False):
+        images, masks = images.to(device), masks.to(device)
+        with torch.autocast(device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
+            logits = model(images)
+        total_loss += segmentation_loss(logits, masks, args.dice_weight).item() * images.shape[0]
+        n += images.shape[0]
+        confmat.update(masks, logits.argmax(1))
+    confmat.reduce_from_all_processes()
+    return {"val_loss": total_loss / max(1, n), **confmat.compute()}
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def write_outputs(output_dir: str, history: list[dict], writer) -> None:
+    """metrics.csv and curves.png, rewritten whole from the history kept in the checkpoint."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_bytes(os.path.join(output_dir, "metrics.csv"), buf.getvalue().encode())
+    if writer is not None:
+        row = history[-1]
+        for key in ("lr", "train_loss", "val_loss", "iou", "dice", "pixel_acc", "train_images_per_s"):
+            writer.add_scalar(key, row[key], row["epoch"])
+        writer.flush()
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [r["train_loss"] for r in history], label="train")
+    a.plot(epochs, [r["val_loss"] for r in history], label="val")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(epochs, [r["iou"] for r in history], label="card IoU")
+    b.plot(epochs, [r["dice"] for r in history], label="Dice")
+    b.set_xlabel("epoch"), b.legend()
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    atomic_write_bytes(os.path.join(output_dir, "curves.png"), png.getvalue())
+
+
+def _open_tensorboard(output_dir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboard is not installed: only metrics.csv and curves.png are written")
+        return None
+    return SummaryWriter(os.path.join(output_dir, "tensorboard"))
+
+
+# ----------------------------------------------------------------------------- main
+
+def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Apply --recipe (explicit flags win), resolve paths, device and precision."""
+    if args.recipe:
+        parser = parser or get_args_parser()
+        for key, value in RECIPES[args.recipe].items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
+    args.data_path = resolve_path(args.data_path)
+    if args.output_dir is None:
+        args.output_dir = os.path.dirname(resolve_path(args.resume)) if args.resume else \
+            os.path.join(DEFAULT_RUNS_DIR, "segmentation")
+    args.output_dir = resolve_path(args.output_dir)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but no CUDA GPU is visible")
+    # FP16 autocast + GradScaler on CUDA; bf16 autocast on CPU (fp16 is slow there and
+    # GradScaler unnecessary for bf16's fp32-sized exponent).
+    if not args.amp:
+        args.amp_dtype = None
+    else:
+        args.amp_dtype = torch.float16 if args.device.startswith("cuda") else torch.bfloat16
+    return args
+
+
+def main(args: argparse.Namespace) -> dict:
+    args = resolve_args(args)
+    init_distributed(args)
+    if not args.device.startswith("cuda"):
+        logger.warning("no CUDA GPU: training on the CPU with %s. Training is meant for CUDA GPUs; see the CPU "
+                       "recipe in train/README.md", "bf16 autocast" if args.amp_dtype else "fp32")
+        torch.set_num_threads(max(1, args.threads or (os.cpu_count() or 1)))
+    torch.manual_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    train_set = CardSegmentationDataset(args.data_path, "train", get_training_transforms(*epoch_size(args, 0)))
+    val_set = CardSegmentationDataset(args.data_path, args.val_split, get_validation_transforms(*args.size))
+    # Fixed subsets (first N by stem, i.e. random for generated data) for quick recipes.
+    train_data = Subset(train_set, range(min(len(train_set), args.max_train_images))) \
+        if args.max_train_images else train_set
+    val_data = Subset(val_set, range(min(len(val_set), args.max_val_images))) if args.max_val_images else val_set
+    logger.info("data: %d train / %d %s images from %s", len(train_data), len(val_data), args.val_split,
+                args.data_path)
+
+    model = build_model(pretrained_backbone=args.pretrained and not args.weights)
+    if args.weights:   # fine-tuning: weights only, fresh optimizer and schedule
+        model.load_state_dict(torch.load(resolve_path(args.weights), map_location="cpu", weights_only=False)["model"])
+        model.pretrained_backbone = f"initialised from {os.path.basename(args.weights)}"
+        logger.info("initialised the model from %s", args.weights)
+    model = model.to(args.device)
+    if args.distributed and args.device.startswith("cuda"):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model_without_ddp = model
+    if args.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[args.local_rank] if args.device.startswith("cuda") else None)
+        model_without_ddp = model.module
+
+    optimizer = torch.optim.AdamW(model_without_ddp.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    iters_per_epoch = len(make_loader(train_data, args, True, 0))
+    total_iters = max(1, args.epochs * iters_per_epoch)
+    warmup_iters = min(total_iters - 1, int(args.warmup_epochs * iters_per_epoch))
+
+    def lr_lambda(it: int) -> float:
+        # Linear warmup from 1 % then cosine to 1 % of --lr, stepped every iteration.
+        if it < warmup_iters:
+            return 0.01 + 0.99 * it / max(1, warmup_iters)
+        t = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scaler = torch.amp.GradScaler("cuda") if args.amp_dtype == torch.float16 else None
+
+    state = {"start_epoch": 0, "best_iou": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    if args.resume:
+        ckpt = torch.load(resolve_path(args.resume), map_location="cpu", weights_only=False)
+        model_without_ddp.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        state.update(start_epoch=ckpt["epoch"] + 1, best_iou=ckpt["best_iou"], best_epoch=ckpt["best_epoch"],
+                     bad_epochs=ckpt["bad_epochs"], history=ckpt["history"])
+        logger.info("resumed from %s at epoch %d (best IoU %.4f at epoch %d)", args.resume, state["start_epoch"],
+                    state["best_iou"], state["best_epoch"])
+
+    writer = _open_tensorboard(args.output_dir) if is_main(args) else None
+    hardware = f"{args.world_size} x {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") \
+        else f"CPU, {torch.get_num_threads()} threads"
+    if args.resume:
+        model_without_ddp.pretrained_backbone = ckpt.get("pretrained_backbone", False)
+    result = {"stopped_early": False}
+    for epoch in range(state["start_epoch"], args.epochs):
+        if state["bad_epochs"] >= args.patience:
+            break
+        t0 = time.perf_counter()
+        h, w = epoch_size(args, epoch)
+        train_set.transforms = get_training_transforms(h, w)
+        train_set.transforms.set_random_seed(args.seed * 1000 + epoch)
+        stats = train_one_epoch(model, make_loader(train_data, args, True, epoch), optimizer, lr_scheduler, scaler,
+                                args, epoch)
+        stats.update(evaluate(model, make_loader(val_data, args, False, epoch), args))
+        row = {"epoch": epoch, "height": h, "width": w, "lr": optimizer.param_groups[0]["lr"], **stats,
+               "epoch_s": time.perf_counter() - t0}
+        state["history"].append(row)
+        improved = stats["iou"] > state["best_iou"] + args.min_delta
+        if improved:
+            state.update(best_iou=stats["iou"], best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20 if args.device.startswith("cuda") else 0
+        logger.info("epoch %d/%d %dx%d: loss %.4f val_loss %.4f IoU %.4f Dice %.4f acc %.4f | %.1f img/s, %.0f s%s%s",
+                    epoch, args.epochs - 1, w, h, stats["train_loss"], stats["val_loss"], stats["iou"], stats["dice"],
+                    stats["pixel_acc"], stats["train_images_per_s"], row["epoch_s"],
+                    f", peak {peak:.0f} MiB" if peak else "", " (best)" if improved else "")
+        if is_main(args):
+            ckpt = {"model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": lr_scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                    "epoch": epoch, "args": vars(args) | {"amp_dtype": str(args.amp_dtype)},
+                    "best_iou": state["best_iou"], "best_epoch": state["best_epoch"],
+                    "bad_epochs": state["bad_epochs"], "history": state["history"], "metrics": stats,
+                    "command": "python train/train.py " + " ".join(sys.argv[1:]), "hardware": hardware,
+                    "train_images": len(train_data), "val_images": len(val_data),
+                    "pretrained_backbone": model_without_ddp.pretrained_backbone}
+            # best.pt first: a kill between the two writes leaves last.pt one epoch behind, never ahead.
+            if improved:
+                atomic_torch_save(ckpt, os.path.join(args.output_dir, "best.pt"))
+            atomic_torch_save(ckpt, os.path.join(args.output_dir, "last.pt"))
+            write_outputs(args.output_dir, state["history"], writer)
+        if state["bad_epochs"] >= args.patience:
+            logger.info("early stopping: no IoU gain above %.4g for %d epochs (best %.4f at epoch %d)",
+                        args.min_delta, args.patience, state["best_iou"], state["best_epoch"])
+            result["stopped_early"] = True
+            break
+    if writer is not None:
+        writer.close()
+    if args.distributed:
+        dist.destroy_process_group()
+    result.update(best_iou=state["best_iou"], best_epoch=state["best_epoch"], history=state["history"],
+                  output_dir=args.output_dir)
+    return result
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train LR-ASPP MobileNetV3 card segmentation", add_help=add_help)
+    p.add_argument("--data-path", default=DEFAULT_DATASET, help="dataset root (default: dataset/ at the repo root)")
+    p.add_argument("--output-dir", default=None, help="default: train/runs/segmentation (or the --resume folder)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="named preset; explicit flags win")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=16, help="per GPU")
+    p.add_argument("--val-batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w * Dice")
+    p.add_argument("--size", type=int, nargs=2, default=[IMAGE_HEIGHT, IMAGE_WIDTH], metavar=("H", "W"),
+                   help="training and validation resolution (default 640 480)")
+    p.add_argument("--low-res-epochs", type=int, default=0, help="first N epochs at --low-res-factor x --size")
+    p.add_argument("--low-res-factor", type=float, default=0.5)
+    p.add_argument("--max-train-images", type=int, default=0, help="use only the first N training images (0 = all)")
+    p.add_argument("--max-val-images", type=int, default=0, help="use only the first N validation images (0 = all)")
+    p.add_argument("--val-split", default="test", help="split used for validation and early stopping")
+    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without val IoU gain")
+    p.add_argument("--min-delta", type=float, default=1e-4, help="smallest IoU gain that counts")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision: FP16 + GradScaler on CUDA, bf16 on CPU")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="ImageNet backbone weights (downloaded once; falls back to scratch with a warning)")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = all cores)")
+    p.add_argument("--resume", default=None, help="last.pt to continue from (exactly where it stopped)")
+    p.add_argument("--weights", default=None, help="start from this checkpoint's weights (fine-tuning; new "
+                   "optimizer and schedule)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(get_args_parser().parse_args())
