@@ -43,7 +43,7 @@ demo: demo-deps
 	$(PY) demo.py $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check train tests demo.py
+	$(PY) -m ruff check .
 
 test: $(STAMP) $(DEMO_STAMP) lint
 	cd demo && node --test tests/

@@ -13,10 +13,14 @@ may use WASM threads. GET and HEAD only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import mimetypes
 import os
+import socket
 import sys
+import threading
+import time
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -86,8 +90,12 @@ def create_app(demo_dir: str = DEMO_DIR, models_dir: str = MODELS_DIR, ort_dir: 
     async def index(request):
         return FileResponse(os.path.join(demo_dir, "index.html"), media_type="text/html")
 
+    async def bench(request):
+        return FileResponse(os.path.join(demo_dir, "bench.html"), media_type="text/html")
+
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
+        Route("/bench.html", bench, methods=["GET", "HEAD"]),
         Route("/index.html", index, methods=["GET", "HEAD"]),
         Route("/models/{name}", model_endpoint(models_dir), methods=["GET", "HEAD"]),
         Mount("/ort", StaticFiles(directory=ort_dir, check_dir=check)),
@@ -120,6 +128,29 @@ class IsolationMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app=None, host: str = "127.0.0.1"):
+    """Run the app on a free local port in a background thread (tests, benchmarks); yields its URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app or create_app(), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError(f"demo server did not start on {host}:{port}")
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -3,10 +3,7 @@ and the committed model. Skips locally without Chromium/Playwright; fails in CI 
 
 import os
 import shutil
-import socket
 import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -43,20 +40,8 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 @pytest.fixture(scope="module")
 def server():
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(demo.create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with demo.serve_in_thread() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import { ImageUtils, MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
 
 export const MASK_COLOR = [135, 206, 235]; // light blue (sky blue)
-export const MASK_ALPHA = 115; // of 255: translucent, the card stays readable
+export const MASK_ALPHA = 140; // of 255: translucent, the card stays readable
 
 export class Overlay {
   constructor(canvas) {
