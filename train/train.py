@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from common import (
@@ -102,6 +102,19 @@ def make_loader(dataset, args: argparse.Namespace, train: bool, epoch: int) -> D
                       worker_init_fn=_seed_worker, generator=generator)
 
 
+def build_datasets(args: argparse.Namespace) -> tuple[CardSegmentationDataset, Dataset, Dataset]:
+    """(train dataset, training subset, validation subset); the first carries the transforms."""
+    train_set = CardSegmentationDataset(args.data_path, "train", get_training_transforms(*epoch_size(args, 0)))
+    val_set = CardSegmentationDataset(args.data_path, args.val_split, get_validation_transforms(*args.size))
+    # Fixed subsets (first N by stem, i.e. random for generated data) for quick recipes.
+    train_data = Subset(train_set, range(min(len(train_set), args.max_train_images))) \
+        if args.max_train_images else train_set
+    val_data = Subset(val_set, range(min(len(val_set), args.max_val_images))) if args.max_val_images else val_set
+    logger.info("data: %d train / %d %s images from %s", len(train_data), len(val_data), args.val_split,
+                args.data_path)
+    return train_set, train_data, val_data
+
+
 def epoch_size(args: argparse.Namespace, epoch: int) -> tuple[int, int]:
     """Training (height, width) of an epoch: reduced for the first --low-res-epochs."""
     h, w = args.size
@@ -110,6 +123,20 @@ def epoch_size(args: argparse.Namespace, epoch: int) -> tuple[int, int]:
         # Multiples of 16 (the backbone's output stride) keep its feature maps aligned with the mask.
         h, w = max(16, int(round(h * f / 16)) * 16), max(16, int(round(w * f / 16)) * 16)
     return h, w
+
+
+def create_lr_scheduler(optimizer, args: argparse.Namespace, iters_per_epoch: int):
+    """Linear warmup from 1 % then cosine to 1 % of --lr over --epochs, stepped every iteration."""
+    total_iters = max(1, args.epochs * iters_per_epoch)
+    warmup_iters = min(total_iters - 1, int(args.warmup_epochs * iters_per_epoch))
+
+    def lr_lambda(it: int) -> float:
+        if it < warmup_iters:
+            return 0.01 + 0.99 * it / max(1, warmup_iters)
+        t = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -241,14 +268,7 @@ def main(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
 
-    train_set = CardSegmentationDataset(args.data_path, "train", get_training_transforms(*epoch_size(args, 0)))
-    val_set = CardSegmentationDataset(args.data_path, args.val_split, get_validation_transforms(*args.size))
-    # Fixed subsets (first N by stem, i.e. random for generated data) for quick recipes.
-    train_data = Subset(train_set, range(min(len(train_set), args.max_train_images))) \
-        if args.max_train_images else train_set
-    val_data = Subset(val_set, range(min(len(val_set), args.max_val_images))) if args.max_val_images else val_set
-    logger.info("data: %d train / %d %s images from %s", len(train_data), len(val_data), args.val_split,
-                args.data_path)
+    train_set, train_data, val_data = build_datasets(args)
 
     model = build_model(pretrained_backbone=args.pretrained and not args.weights)
     if args.weights:   # fine-tuning: weights only, fresh optimizer and schedule
@@ -265,18 +285,7 @@ def main(args: argparse.Namespace) -> dict:
         model_without_ddp = model.module
 
     optimizer = torch.optim.AdamW(model_without_ddp.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    iters_per_epoch = len(make_loader(train_data, args, True, 0))
-    total_iters = max(1, args.epochs * iters_per_epoch)
-    warmup_iters = min(total_iters - 1, int(args.warmup_epochs * iters_per_epoch))
-
-    def lr_lambda(it: int) -> float:
-        # Linear warmup from 1 % then cosine to 1 % of --lr, stepped every iteration.
-        if it < warmup_iters:
-            return 0.01 + 0.99 * it / max(1, warmup_iters)
-        t = (it - warmup_iters) / max(1, total_iters - warmup_iters)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    lr_scheduler = create_lr_scheduler(optimizer, args, len(make_loader(train_data, args, True, 0)))
     scaler = torch.amp.GradScaler("cuda") if args.amp_dtype == torch.float16 else None
 
     state = {"start_epoch": 0, "best_iou": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
