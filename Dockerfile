@@ -13,7 +13,7 @@ WORKDIR /home/user/app
 COPY requirements-demo.txt ./
 RUN pip install --no-cache-dir -r requirements-demo.txt
 COPY --chown=user demo.py ./
-COPY --chown=user demo/index.html demo/package.json ./demo/
+COPY --chown=user demo/index.html demo/bench.html demo/package.json ./demo/
 COPY --chown=user demo/js ./demo/js
 COPY --chown=user demo/css ./demo/css
 COPY --chown=user demo/assets ./demo/assets

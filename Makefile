@@ -25,7 +25,7 @@ $(DEMO_PY_STAMP): requirements-demo.txt | $(VENV)/bin/python
 
 # Generates the synthetic dataset only when dataset/ is absent (never overwrites a real one).
 dataset: $(STAMP)
-	@if [ -e dataset/corner_annotations.json ]; then echo "dataset/ exists; leaving it alone"; \
+	@if [ -e dataset ]; then echo "dataset/ exists; leaving it alone"; \
 	else $(PY) train/generate_dataset.py; fi
 
 train: dataset

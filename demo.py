@@ -145,6 +145,7 @@ def serve_in_thread(app=None, host: str = "127.0.0.1"):
     while not server.started and thread.is_alive() and time.time() < deadline:
         time.sleep(0.05)
     if not server.started:
+        server.should_exit = True
         raise RuntimeError(f"demo server did not start on {host}:{port}")
     try:
         yield f"http://{host}:{port}/"

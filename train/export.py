@@ -137,8 +137,7 @@ def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarra
     """Export to a temporary file, gate it, and only then move it to ``path``.
 
     ``post_export`` may edit the temporary file before the gate (tests use it to corrupt one).
-    On failure nothing is left at ``path`` (an older file there is removed too: it no longer
-    matches the checkpoint being exported).
+    On failure nothing is left at ``path``.
     """
     precision = "fp16" if fp16 else "fp32"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -152,7 +151,7 @@ def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarra
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        for p in (tmp, path):
+        for p in (tmp, path):   # an older file at `path` no longer matches this checkpoint
             if os.path.exists(p):
                 os.remove(p)
         raise
@@ -219,17 +218,26 @@ def main(args: argparse.Namespace) -> dict:
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
     model = model.float().eval()
-    files = []
-    for fp16 in (True, False):
-        path = os.path.join(out_dir, args.name + ("" if fp16 else "_fp32") + ".onnx")
-        try:
-            info = export_and_verify(model, path, fp16, images, args.opset)
-        except GateError as e:
-            logger.error("%s", e)
-            raise SystemExit(1) from None
-        logger.info("%s: passed the gate (mask IoU %.5f, max prob diff %.2e), %.2f MB", info["file"],
-                    info["gate"]["mask_iou"], info["gate"]["max_prob_diff"], os.path.getsize(path) / 1e6)
-        files.append((path, info))
+    # Both variants are staged and gated first, then moved in together: a failure leaves the
+    # previous pair (and its .json) untouched, never a new FP16 file next to an old FP32 one.
+    files, staged = [], []
+    try:
+        for fp16 in (True, False):
+            path = os.path.join(out_dir, args.name + ("" if fp16 else "_fp32") + ".onnx")
+            stage = os.path.join(out_dir, f".staged-{os.path.basename(path)}")
+            info = export_and_verify(model, stage, fp16, images, args.opset)
+            staged.append(stage)
+            info["file"] = os.path.basename(path)
+            logger.info("%s: passed the gate (mask IoU %.5f, max prob diff %.2e), %.2f MB", info["file"],
+                        info["gate"]["mask_iou"], info["gate"]["max_prob_diff"], os.path.getsize(stage) / 1e6)
+            files.append((path, info))
+    except GateError as e:
+        logger.error("%s", e)
+        for stage in staged:
+            os.remove(stage)
+        raise SystemExit(1) from None
+    for stage, (path, _) in zip(staged, files):
+        os.replace(stage, path)
 
     # Measurements of the files themselves: latency side by side, then test-split metrics.
     from evaluate import evaluate_model

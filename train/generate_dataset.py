@@ -69,8 +69,12 @@ def list_backgrounds(folder: str | None) -> list[str]:
 
 def main(args: argparse.Namespace) -> dict:
     out_dir = resolve_path(args.output)
-    if os.path.exists(os.path.join(out_dir, CORNERS_FILE)) and not args.overwrite:
-        raise SystemExit(f"{out_dir} already holds a dataset; pass --overwrite to replace it")
+    candidates = [os.path.join(out_dir, CORNERS_FILE)] + [os.path.join(out_dir, s, "images") for s in SPLIT_IDS]
+    existing = [d for d in candidates if os.path.isfile(d) or (os.path.isdir(d) and os.listdir(d))]
+    if existing and not args.overwrite:
+        # Never mix synthetic images into a user's dataset (or into a half-written earlier run).
+        raise SystemExit(f"{out_dir} already holds data ({existing[0]}); pass --overwrite to replace it "
+                         f"or choose another --output")
     backgrounds = list_backgrounds(args.backgrounds)
     if args.overwrite:   # stale files of a larger earlier dataset must not survive
         for name in (CORNERS_FILE, *SPLIT_IDS):

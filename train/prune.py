@@ -163,10 +163,11 @@ def prune_checkpoint(base: nn.Module, ratio: float, train_set, train_data, val_d
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    out_dir = resolve_path(args.output_dir or os.path.join(DEFAULT_RUNS_DIR, "pruning"))
+    args.output_dir = out_dir   # before resolve_args, which would default it to the training folder
     args = train.resolve_args(args)
     args.distributed, args.rank, args.world_size, args.local_rank = False, 0, 1, 0
     torch.manual_seed(args.seed)
-    out_dir = resolve_path(args.output_dir or os.path.join(DEFAULT_RUNS_DIR, "pruning"))
     os.makedirs(out_dir, exist_ok=True)
     base, ckpt = load_checkpoint_model(resolve_path(args.checkpoint))
     base = base.float().to(args.device)
@@ -174,13 +175,13 @@ def main(args: argparse.Namespace) -> list[dict]:
     val_loader = train.make_loader(val_data, args, False, 0)
     base_macs, base_params = count_macs_params(base)
     rows = [{"ratio": 0.0, "name": "unpruned", "macs": base_macs, "params": base_params,
-             "iou_pruned": None, "iou_finetuned": train.evaluate(base, val_loader, args)["iou"], "model": base.cpu()}]
+             "iou_pruned": None, "iou_finetuned": train.evaluate(base, val_loader, args)["iou"],
+             "model": copy.deepcopy(base).cpu()}]
     ratios = list(args.pruning_ratios)
     if args.target_macs:
         ratios = [find_ratio_for_macs(base, args.target_macs, args.importance)]
         logger.info("ratio %.3f keeps <= %.2f x the MACs", ratios[0], args.target_macs)
     for ratio in ratios:
-        base = base.to(args.device)
         row = prune_checkpoint(base, ratio, train_set, train_data, val_data, args)
         row["name"] = f"card_segmentation_pruned{round(ratio * 100):02d}"
         path = os.path.join(out_dir, f"pruned_{round(ratio * 100):02d}.pt")
@@ -197,9 +198,10 @@ def main(args: argparse.Namespace) -> list[dict]:
     measure_and_report(rows, args, out_dir)
     if args.export:
         for row in rows[1:]:
+            argv = [row["checkpoint"], "--name", row["name"], "--data-path", args.data_path, "--output-dir",
+                    resolve_path(args.export_dir)]
             export.main(export.get_args_parser().parse_args(
-                [row["checkpoint"], "--name", row["name"], "--data-path", args.data_path, "--output-dir",
-                 resolve_path(args.export_dir)]))
+                argv + ["--export-command", "python train/export.py " + " ".join(argv)]))
     return rows
 
 

@@ -413,7 +413,8 @@ def render_scene(rng: np.random.Generator, negative: bool = False,
         alpha = cv2.warpPerspective(_CARD_ALPHA, hom, (w, h), flags=cv2.INTER_LINEAR)
         if rng.random() < 0.5:   # the card's own drop shadow on the table
             sh = cv2.GaussianBlur(alpha, (0, 0), rng.uniform(2, 8))
-            sh = np.roll(sh, (int(rng.integers(-8, 9)), int(rng.integers(-8, 9))), (0, 1))
+            shift = np.float32([[1, 0, rng.integers(-8, 9)], [0, 1, rng.integers(-8, 9)]])
+            sh = cv2.warpAffine(sh, shift, (w, h))   # zero border: no shadow wrapping round the frame
             img *= (1 - rng.uniform(0.2, 0.5) * sh)[..., None]
         img = cv2.blendLinear(warped, img, alpha, 1.0 - alpha)
         visible = alpha >= 0.5

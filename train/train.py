@@ -40,7 +40,7 @@ from common import (
 )
 from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
 from metrics import ConfusionMatrix, segmentation_loss
-from model import build_model
+from model import build_model, load_checkpoint_model
 
 logger = logging.getLogger(__name__)
 
@@ -270,11 +270,16 @@ def main(args: argparse.Namespace) -> dict:
 
     train_set, train_data, val_data = build_datasets(args)
 
-    model = build_model(pretrained_backbone=args.pretrained and not args.weights)
-    if args.weights:   # fine-tuning: weights only, fresh optimizer and schedule
-        model.load_state_dict(torch.load(resolve_path(args.weights), map_location="cpu", weights_only=False)["model"])
-        model.pretrained_backbone = f"initialised from {os.path.basename(args.weights)}"
-        logger.info("initialised the model from %s", args.weights)
+    # A pruned checkpoint carries its own (smaller) architecture as `model_object`.
+    if args.resume or args.weights:
+        model, source = load_checkpoint_model(resolve_path(args.resume or args.weights))
+        pruned = source.get("model_object") is not None
+        model.pretrained_backbone = source.get("pretrained_backbone", False) if args.resume else \
+            f"initialised from {os.path.basename(args.weights)}"
+        if args.weights:   # fine-tuning: weights only, fresh optimizer and schedule
+            logger.info("initialised the model from %s", args.weights)
+    else:
+        model, pruned = build_model(pretrained_backbone=args.pretrained), False
     model = model.to(args.device)
     if args.distributed and args.device.startswith("cuda"):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -291,7 +296,6 @@ def main(args: argparse.Namespace) -> dict:
     state = {"start_epoch": 0, "best_iou": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
     if args.resume:
         ckpt = torch.load(resolve_path(args.resume), map_location="cpu", weights_only=False)
-        model_without_ddp.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if scaler is not None and ckpt.get("scaler"):
@@ -304,8 +308,6 @@ def main(args: argparse.Namespace) -> dict:
     writer = _open_tensorboard(args.output_dir) if is_main(args) else None
     hardware = f"{args.world_size} x {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") \
         else f"CPU, {torch.get_num_threads()} threads"
-    if args.resume:
-        model_without_ddp.pretrained_backbone = ckpt.get("pretrained_backbone", False)
     result = {"stopped_early": False}
     for epoch in range(state["start_epoch"], args.epochs):
         if state["bad_epochs"] >= args.patience:
@@ -338,7 +340,8 @@ def main(args: argparse.Namespace) -> dict:
                     "bad_epochs": state["bad_epochs"], "history": state["history"], "metrics": stats,
                     "command": "python train/train.py " + " ".join(sys.argv[1:]), "hardware": hardware,
                     "train_images": len(train_data), "val_images": len(val_data),
-                    "pretrained_backbone": model_without_ddp.pretrained_backbone}
+                    "pretrained_backbone": model_without_ddp.pretrained_backbone,
+                    "model_object": model_without_ddp if pruned else None}
             # best.pt first: a kill between the two writes leaves last.pt one epoch behind, never ahead.
             if improved:
                 atomic_torch_save(ckpt, os.path.join(args.output_dir, "best.pt"))

@@ -34,6 +34,9 @@ const state = {
   stream: null,
   crop: null,
   running: false,
+  ready: false, // a start finished: camera open and segmenter created
+  starting: false,
+  restartRequested: false,
   busy: false,
   frameHandle: 0,
   lastMediaTime: -1,
@@ -104,6 +107,7 @@ async function infer(generation) {
     overlay.draw(prob);
     countFrame();
   } catch (err) {
+    if (generation !== state.generation) return; // a stopped session's error is not news
     showError(`Inference failed: ${err && err.message ? err.message : err}`);
     stop();
   } finally {
@@ -123,7 +127,7 @@ function countFrame() {
 }
 
 function startLoop() {
-  if (state.running || !state.stream) return;
+  if (state.running || !state.ready) return;
   state.running = true;
   state.lastMediaTime = -1;
   state.fpsCount = 0;
@@ -139,6 +143,7 @@ function stopLoop() {
 
 function stop() {
   stopLoop();
+  state.ready = false;
   stopStream(state.stream);
   state.stream = null;
   el.video.srcObject = null;
@@ -148,7 +153,20 @@ function stop() {
   el.start.textContent = 'Start';
 }
 
+function applyCrop() {
+  state.crop = ImageUtils.centeredCrop34(el.video.videoWidth, el.video.videoHeight);
+  el.view.width = state.crop.sw;
+  el.view.height = state.crop.sh;
+  el.resolution.textContent = `${el.video.videoWidth}x${el.video.videoHeight}`;
+}
+
+// Starts never overlap: a request during a start (a camera change, a second click) runs after it.
 async function start() {
+  if (state.starting) {
+    state.restartRequested = true;
+    return;
+  }
+  state.starting = true;
   showError('');
   stop();
   el.start.disabled = true;
@@ -158,13 +176,11 @@ async function start() {
     setStatus('Opening the camera…');
     const cam = await openCamera(el.video, el.select.value || undefined);
     state.stream = cam.stream;
-    state.crop = ImageUtils.centeredCrop34(cam.width, cam.height);
-    el.view.width = state.crop.sw;
-    el.view.height = state.crop.sh;
-    el.resolution.textContent = `${cam.width}x${cam.height}`;
+    applyCrop();
     await segPromise;
     setStatus('');
     el.start.textContent = 'Restart';
+    state.ready = true;
     if (!document.hidden) startLoop();
   } catch (err) {
     stop();
@@ -174,7 +190,12 @@ async function start() {
     else showError(err && err.message ? err.message : String(err));
     if (err && err.kind === 'model') state.segmenterPromise = null; // let the next Start retry the download
   } finally {
+    state.starting = false;
     el.start.disabled = false;
+    if (state.restartRequested) {
+      state.restartRequested = false;
+      start();
+    }
   }
 }
 
@@ -190,12 +211,15 @@ async function init() {
     showError(err.message);
   }
   getSegmenter().catch((err) => {
+    if (err.kind === 'model') state.segmenterPromise = null; // Start downloads it again
     showError(err.kind === 'model' ? `${err.message} Check that the server can see train/exported_models/.` : err.message);
   });
 }
 
 el.start.addEventListener('click', start);
-el.select.addEventListener('change', () => { if (state.stream) start(); }); // switch camera
+el.select.addEventListener('change', () => { if (state.stream || state.starting) start(); }); // switch camera
+// A phone turned mid-stream changes the frame size: recompute the crop.
+el.video.addEventListener('resize', () => { if (state.stream && el.video.videoWidth) applyCrop(); });
 document.addEventListener('visibilitychange', () => {
   if (document.hidden) stopLoop();
   else startLoop();

@@ -6,6 +6,8 @@ export const RESOLUTIONS = [
   { width: 640, height: 480 },
 ];
 
+const METADATA_TIMEOUT_MS = 10000;
+
 /** An error whose message is meant for the page, in plain words. */
 export class CameraError extends Error {
   constructor(kind, message) {
@@ -77,13 +79,23 @@ export async function openCamera(video, deviceId) {
       }
       throw explain(err);
     }
-    video.srcObject = stream;
-    await new Promise((resolve, reject) => {
-      if (video.readyState >= 1 && video.videoWidth > 0) { resolve(); return; }
-      video.addEventListener('loadedmetadata', resolve, { once: true });
-      video.addEventListener('error', () => reject(new CameraError('unknown', 'The camera stream failed to start.')), { once: true });
-    });
-    await video.play();
+    try {
+      video.srcObject = stream;
+      await new Promise((resolve, reject) => {
+        if (video.readyState >= 1 && video.videoWidth > 0) { resolve(); return; }
+        const timer = setTimeout(() => reject(new CameraError('unknown', 'The camera sent no video.')), METADATA_TIMEOUT_MS);
+        video.addEventListener('loadedmetadata', () => { clearTimeout(timer); resolve(); }, { once: true });
+        video.addEventListener('error', () => {
+          clearTimeout(timer);
+          reject(new CameraError('unknown', 'The camera stream failed to start.'));
+        }, { once: true });
+      });
+      await video.play();
+    } catch (err) {
+      stopStream(stream); // never leave a camera running that nobody holds
+      video.srcObject = null;
+      throw err instanceof CameraError ? err : explain(err);
+    }
     // Read the size after loadedmetadata: a portrait device reports it swapped.
     return { stream, width: video.videoWidth, height: video.videoHeight, requested: res };
   }

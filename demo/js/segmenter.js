@@ -33,7 +33,7 @@ export async function probeWebGPU() {
   if (info.isFallbackAdapter || adapter.isFallbackAdapter) {
     return { usable: false, reason: 'software WebGPU adapter' };
   }
-  return { usable: true, f16: adapter.features.has('shader-f16') };
+  return { usable: true, adapter, f16: adapter.features.has('shader-f16') };
 }
 
 /** A card-like test picture (light 5:7 rounded card on a dark table) to check a backend's first output. */
@@ -60,7 +60,11 @@ async function fetchModel(url) {
   if (!response.ok) {
     throw Object.assign(new Error(`The model ${url} failed to load (HTTP ${response.status}).`), { kind: 'model' });
   }
-  return new Uint8Array(await response.arrayBuffer());
+  try {
+    return new Uint8Array(await response.arrayBuffer());
+  } catch (err) {
+    throw Object.assign(new Error(`The model ${url} download broke off (${err}).`), { kind: 'model' });
+  }
 }
 
 export class Segmenter {
@@ -80,8 +84,13 @@ export class Segmenter {
     const tensor = new ort.Tensor('float32', input, [1, 3, MODEL_HEIGHT, MODEL_WIDTH]);
     const attempts = [];
     const gpu = await probeWebGPU();
-    if (gpu.usable) attempts.push({ backend: 'webgpu', precision: gpu.f16 ? 'fp16' : 'fp32' });
-    else log(`WebGPU skipped: ${gpu.reason}`);
+    if (gpu.usable) {
+      ort.env.webgpu.adapter = gpu.adapter; // the adapter we checked is the one ORT uses
+      if (gpu.f16) attempts.push({ backend: 'webgpu', precision: 'fp16' });
+      attempts.push({ backend: 'webgpu', precision: 'fp32' });
+    } else {
+      log(`WebGPU skipped: ${gpu.reason}`);
+    }
     attempts.push({ backend: 'wasm', precision: 'fp32' }); // FP16 is 2.4x slower on WASM
     const failures = [];
     const bytes = {};
@@ -111,6 +120,8 @@ export class Segmenter {
 
   /** Runs on the current contents of `this.input`; returns the (640*480) card probabilities. */
   async run() {
+    // onnxruntime-web 1.22 hands back a new output tensor per run (a pre-allocated fetch came
+    // back as zeros on WASM here), so that 1.2 MB buffer is the loop's one remaining allocation.
     const results = await this.session.run(this.feeds);
     return results.mask.data;
   }
