@@ -43,9 +43,10 @@ the crop's factor to draw it on the frame.
 ### Which file to use where
 - `*.onnx` (FP16 weights and compute, float32 input/output): WebGPU with the `shader-f16`
   feature, CUDA / TensorRT, and mobile GPUs (NNAPI, CoreML). Half the download.
-- `*_fp32.onnx`: WASM and CPU (onnxruntime's CPU kernels lack most FP16 ops, so the FP16 file is
-  slower there, see the latencies below) and WebGPU adapters without `shader-f16` (where the FP16
-  model returns zeros).
+- `*_fp32.onnx`: onnxruntime-web's WASM backend (FP16 brings no speed-up there: it computes in
+  FP32 through casts; `demo/benchmark.py` measures both) and WebGPU adapters without `shader-f16`
+  (where the FP16 model returns zeros). On native onnxruntime CPU both work; compare the measured latencies below for your
+  build and machine.
 """
 
 
