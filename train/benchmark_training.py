@@ -19,8 +19,8 @@ import time
 import torch
 
 from common import DEFAULT_DATASET, IMAGE_HEIGHT, IMAGE_WIDTH, resolve_path, setup_logging
-from metrics import segmentation_loss
 from model import build_model
+from train import train_step
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +62,7 @@ def bench_step(args) -> list[dict]:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    logits = model(x)
-                loss = segmentation_loss(logits, y)
-                opt.zero_grad(set_to_none=True)
-                if scaler:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
+                train_step(model, x, y, opt, scaler, dtype)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 if i >= args.warmup:

@@ -55,23 +55,23 @@ def find_samples(root: str, split: str) -> list[tuple[str, str]]:
     return [(os.path.join(img_dir, images[s]), os.path.join(mask_dir, masks[s])) for s in sorted(images)]
 
 
-def read_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, or DataError naming the file."""
+def _imread(path: str, flags: int) -> np.ndarray:
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: empty file")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    img = cv2.imread(path, flags)
     if img is None:
         raise DataError(f"{path}: not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, or DataError naming the file."""
+    return cv2.cvtColor(_imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: str) -> np.ndarray:
     """(H, W) uint8 in {0, 1}: the mask binarised at 128 (anti-aliased edges are fine)."""
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: empty file")
-    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise DataError(f"{path}: not a readable image")
+    mask = _imread(path, cv2.IMREAD_UNCHANGED)
     if mask.dtype != np.uint8:
         raise DataError(f"{path}: mask is {mask.dtype}, expected 8-bit single channel 0/255")
     if mask.ndim == 3:

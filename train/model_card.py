@@ -45,8 +45,8 @@ the crop's factor to draw it on the frame.
   feature, CUDA / TensorRT, and mobile GPUs (NNAPI, CoreML). Half the download.
 - `*_fp32.onnx`: onnxruntime-web's WASM backend (FP16 brings no speed-up there: it computes in
   FP32 through casts; `demo/benchmark.py` measures both) and WebGPU adapters without `shader-f16`
-  (where the FP16 model returns zeros). On native onnxruntime CPU both work; compare the measured latencies below for your
-  build and machine.
+  (where the FP16 model returns zeros). On native onnxruntime CPU both work; compare the
+  measured latencies below for your build and machine.
 """
 
 

@@ -141,6 +141,22 @@ def create_lr_scheduler(optimizer, args: argparse.Namespace, iters_per_epoch: in
 
 # ----------------------------------------------------------------------------- one epoch
 
+def train_step(model, images, masks, optimizer, scaler, amp_dtype, dice_weight: float = 1.0) -> torch.Tensor:
+    """One optimisation step under autocast (`amp_dtype` None = fp32); returns the loss."""
+    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(images)                              # (B, 2, H, W)
+    loss = segmentation_loss(logits, masks, dice_weight)    # computed in fp32
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:   # FP16: scale the loss so small gradients do not underflow
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
 def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, args, epoch: int) -> dict:
     model.train()
     device = torch.device(args.device)
@@ -148,19 +164,9 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, args, epoch:
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not is_main(args) or args.quiet, leave=False)
     for images, masks in bar:
         images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None):
-            logits = model(images)                              # (B, 2, H, W)
-        loss = segmentation_loss(logits, masks, args.dice_weight)  # computed in fp32
+        loss = train_step(model, images, masks, optimizer, scaler, args.amp_dtype, args.dice_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower --lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
         lr_scheduler.step()
         total_loss += loss.item() * images.shape[0]
         n_images += images.shape[0]
