@@ -115,6 +115,24 @@ def test_falls_back_to_640x480(playwright, server, tmp_path):
         browser.close()
 
 
+def test_every_resolution_failing_shows_error(playwright, server, tmp_path):
+    # A 320x240 source can serve neither 1280x720 nor 640x480 exactly.
+    cam = str(tmp_path / "cam240.y4m")
+    make_camera_file(cam, 320, 240)
+    browser = _launch(playwright, _fake_camera_args(cam))
+    try:
+        page = browser.new_page()
+        page.goto(server)
+        page.wait_for_function("document.querySelector('[data-testid=\"camera-select\"]').options.length > 0",
+                               timeout=30_000)
+        page.click('[data-testid="start"]')
+        page.wait_for_selector('[data-testid="error"]:not([hidden])', timeout=LOAD_TIMEOUT_MS)
+        assert "none of the resolutions" in page.inner_text('[data-testid="error"]')
+        assert page.inner_text('[data-testid="resolution"]') == "–"
+    finally:
+        browser.close()
+
+
 def _expect_error(page, server, pattern):
     page.goto(server)
     page.wait_for_selector('[data-testid="error"]:not([hidden])', timeout=30_000)

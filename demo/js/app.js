@@ -66,11 +66,13 @@ function getSegmenter() {
   return state.segmenterPromise;
 }
 
+const onAnimationFrame = (now) => onFrame(now, null);
+
 function scheduleFrame() {
   const v = el.video;
   state.frameHandle = v.requestVideoFrameCallback
     ? v.requestVideoFrameCallback(onFrame)
-    : requestAnimationFrame((now) => onFrame(now, null));
+    : requestAnimationFrame(onAnimationFrame);
 }
 
 function cancelFrame() {
