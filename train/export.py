@@ -242,8 +242,7 @@ def main(args: argparse.Namespace) -> dict:
     # Measurements of the files themselves: latency side by side, then test-split metrics.
     from evaluate import evaluate_model
 
-    meta = {"name": args.name, "kind": "segmentation", "checkpoint": os.path.relpath(ckpt_path, out_dir)
-            if args.record_paths else os.path.basename(ckpt_path),
+    meta = {"name": args.name, "kind": "segmentation", "checkpoint": os.path.basename(ckpt_path),
             "export_command": args.export_command or "python train/export.py " + " ".join(sys.argv[1:]),
             "machine": machine_description(), "onnxruntime": __import__("onnxruntime").__version__,
             "training": training_summary(ckpt), "files": []}
@@ -251,8 +250,7 @@ def main(args: argparse.Namespace) -> dict:
         info.update(size_bytes=os.path.getsize(path), sha256=sha256(path),
                     cpu_latency_ms=round(onnx_latency(path, args.latency_runs), 1),
                     latency_runs=args.latency_runs)
-        files_meta = info
-        meta["files"].append(files_meta)
+        meta["files"].append(info)
     if not args.skip_eval:
         eval_path = resolve_path(args.eval_data_path or args.data_path)
         for path, info in files:
@@ -282,7 +280,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--skip-eval", action="store_true", help="no test-split metrics (faster)")
     p.add_argument("--export-command", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--record-paths", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
