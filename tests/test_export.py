@@ -119,3 +119,20 @@ def test_committed_model_card_is_what_export_writes():
         meta = json.load(f)
     for entry in meta["files"]:
         assert export.sha256(os.path.join(EXPORT_DIR, entry["file"])) == entry["sha256"], entry["file"]
+
+
+def test_model_card_proposes_a_pruned_model_only_when_it_meets_the_target(tmp_path):
+    def meta(drop_points, latency_ratio):
+        pruning = {"ratio": 0.3, "iterative_steps": 3, "finetune_epochs": 2, "base_macs": 2.4e9, "macs": 1.2e9,
+                   "base_params": 3.2e6, "params": 1.6e6, "base_iou": 0.98, "iou_finetuned": 0.98 + drop_points / 100,
+                   "latency_ratio": latency_ratio}
+        f = {"file": "p.onnx", "precision": "fp32", "size_bytes": 1, "opset": 13, "cpu_latency_ms": 1.0,
+             "latency_runs": 1, "sha256": "0" * 64, "gate": {"mask_iou": 1.0, "max_prob_diff": 0.0, "images": 1}}
+        return {"name": "card_segmentation_pruned30", "files": [f], "machine": "m", "onnxruntime": "x",
+                "export_command": "c", "training": {"pruning": pruning}}
+
+    for drop, lat, proposed in ((-0.3, 0.65, True), (-0.8, 0.65, False), (-0.3, 0.75, False)):
+        (tmp_path / "p.json").write_text(json.dumps(meta(drop, lat)))
+        card = model_card.render_model_card(str(tmp_path))
+        assert ("**Proposal:**" in card) == proposed, (drop, lat)
+        assert "0.50x" in card

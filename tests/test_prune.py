@@ -39,6 +39,8 @@ def test_prune_shrinks_model_keeps_classes_and_exports(trained, tiny_dataset, tm
     assert pruned["macs"] < 0.6 * base["macs"]
     model, ckpt = load_checkpoint_model(pruned["checkpoint"])
     assert ckpt["pruning"]["ratio"] == 0.5
+    assert ckpt["pruning"]["latency_ratio"] == pytest.approx(pruned["latency_ms"] / base["latency_ms"])
+    assert ckpt["pruning"]["base_iou"] == base["iou_finetuned"]
     head = model.net.classifier
     assert head.low_classifier.out_channels == 2 and head.high_classifier.out_channels == 2
     x = torch.rand(1, 3, 640, 480)

@@ -89,6 +89,21 @@ def _section(meta: dict) -> str:
                 v = f"`{t[k]}`" if k == "command" else t[k]
                 lines.append(f"- {label}: {v}")
         lines.append("")
+    p = t.get("pruning")
+    if p:
+        drop = 100 * (p["iou_finetuned"] - p["base_iou"]) if "base_iou" in p else None
+        lines += [f"Pruned with `train/prune.py` (ratio {p['ratio']}, {p['iterative_steps']} step(s), "
+                  f"{p['finetune_epochs']} fine-tune epoch(s) each): MACs {p['base_macs'] / 1e9:.3f} G -> "
+                  f"{p['macs'] / 1e9:.3f} G ({p['macs'] / p['base_macs']:.2f}x), parameters "
+                  f"{p['base_params'] / 1e6:.2f} M -> {p['params'] / 1e6:.2f} M, validation IoU "
+                  f"{p['iou_finetuned']:.4f}" + (f" ({drop:+.2f} points vs unpruned)" if drop is not None else "")
+                  + (f", onnxruntime CPU latency {p['latency_ratio']:.2f}x of unpruned (same command)"
+                     if "latency_ratio" in p else "") + ".", ""]
+        if drop is not None and drop >= -0.5 and p["macs"] / p["base_macs"] <= 0.6 \
+                and p.get("latency_ratio", 1.0) <= 0.7:
+            lines += [f"**Proposal:** this pruned model meets the pruning target (>= 40 % fewer MACs, <= 0.5 IoU "
+                      f"points lost, <= 0.7x latency); the web app may use `{meta['name']}_fp32.onnx` on WASM if "
+                      "its measured browser FPS confirms the gain.", ""]
     lines += ["Reproduce:", "", "```", meta["export_command"], "```", ""]
     return "\n".join(lines)
 

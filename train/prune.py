@@ -185,17 +185,19 @@ def main(args: argparse.Namespace) -> list[dict]:
         row = prune_checkpoint(base, ratio, train_set, train_data, val_data, args)
         row["name"] = f"card_segmentation_pruned{round(ratio * 100):02d}"
         path = os.path.join(out_dir, f"pruned_{round(ratio * 100):02d}.pt")
-        info = {k: row[k] for k in ("ratio", "macs", "params", "iou_pruned", "iou_finetuned")} | {
-            "base_macs": base_macs, "base_params": base_params, "importance": args.importance,
-            "iterative_steps": args.iterative_steps, "finetune_epochs": args.finetune_epochs}
-        atomic_torch_save({"model_object": row["model"], "model": row["model"].state_dict(), "pruning": info,
-                           "source_checkpoint": os.path.basename(args.checkpoint), "args": vars(args) |
-                           {"amp_dtype": str(args.amp_dtype)}, "history": ckpt.get("history", [])}, path)
+        row["info"] = {k: row[k] for k in ("ratio", "macs", "params", "iou_pruned", "iou_finetuned")} | {
+            "base_macs": base_macs, "base_params": base_params, "base_iou": rows[0]["iou_finetuned"],
+            "importance": args.importance, "iterative_steps": args.iterative_steps,
+            "finetune_epochs": args.finetune_epochs}
         row["checkpoint"] = path
+        save_pruned(row, args, ckpt)   # saved now: a crash later in the run keeps this ratio's work
         logger.info("ratio %.2f: MACs %.2fG -> %.2fG, IoU %.4f after pruning, %.4f after fine-tuning -> %s", ratio,
                     base_macs / 1e9, row["macs"] / 1e9, row["iou_pruned"], row["iou_finetuned"], path)
         rows.append(row)
     measure_and_report(rows, args, out_dir)
+    for row in rows[1:]:   # the side-by-side latency belongs with the checkpoint (and the model card)
+        row["info"]["latency_ratio"] = row["latency_ms"] / rows[0]["latency_ms"]
+        save_pruned(row, args, ckpt)
     if args.export:
         for row in rows[1:]:
             argv = [row["checkpoint"], "--name", row["name"], "--data-path", args.data_path, "--output-dir",
@@ -203,6 +205,13 @@ def main(args: argparse.Namespace) -> list[dict]:
             export.main(export.get_args_parser().parse_args(
                 argv + ["--export-command", "python train/export.py " + " ".join(argv)]))
     return rows
+
+
+def save_pruned(row: dict, args, source: dict) -> None:
+    atomic_torch_save({"model_object": row["model"], "model": row["model"].state_dict(), "pruning": row["info"],
+                       "source_checkpoint": os.path.basename(args.checkpoint),
+                       "args": vars(args) | {"amp_dtype": str(args.amp_dtype)},
+                       "history": source.get("history", [])}, row["checkpoint"])
 
 
 def measure_and_report(rows: list[dict], args, out_dir: str) -> None:
