@@ -158,22 +158,31 @@ def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarra
     return {"file": os.path.basename(path), "precision": precision, "opset": opset, "gate": report}
 
 
-def onnx_latency(path: str, runs: int = 20, warmup: int = 3, threads: int = 0) -> float:
-    """Median ms of onnxruntime CPU inference at 1x3x640x480."""
+def onnx_latencies(paths: list[str], runs: int = 20, warmup: int = 3, threads: int = 0) -> list[float]:
+    """Median ms of onnxruntime CPU inference at 1x3x640x480 for each file.
+
+    The files take turns run by run, so a machine that speeds up or slows down during the
+    measurement (a shared VM, thermal limits) shifts every file alike and the ratios hold.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"]) for p in paths]
     x = np.random.default_rng(0).random((1, 3, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.float32)
-    times = []
+    times: list[list[float]] = [[] for _ in paths]
     for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        sess.run([OUTPUT_NAME], {INPUT_NAME: x})
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for sess, t in zip(sessions, times):
+            t0 = time.perf_counter()
+            sess.run([OUTPUT_NAME], {INPUT_NAME: x})
+            if i >= warmup:
+                t.append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def onnx_latency(path: str, runs: int = 20, warmup: int = 3, threads: int = 0) -> float:
+    return onnx_latencies([path], runs, warmup, threads)[0]
 
 
 def machine_description() -> str:
@@ -246,9 +255,9 @@ def main(args: argparse.Namespace) -> dict:
             "export_command": args.export_command or "python train/export.py " + " ".join(sys.argv[1:]),
             "machine": machine_description(), "onnxruntime": __import__("onnxruntime").__version__,
             "training": training_summary(ckpt), "files": []}
-    for path, info in files:
-        info.update(size_bytes=os.path.getsize(path), sha256=sha256(path),
-                    cpu_latency_ms=round(onnx_latency(path, args.latency_runs), 1),
+    latencies = onnx_latencies([path for path, _ in files], args.latency_runs)
+    for (path, info), ms in zip(files, latencies):
+        info.update(size_bytes=os.path.getsize(path), sha256=sha256(path), cpu_latency_ms=round(ms, 1),
                     latency_runs=args.latency_runs)
         meta["files"].append(info)
     if not args.skip_eval:

@@ -218,17 +218,18 @@ def measure_and_report(rows: list[dict], args, out_dir: str) -> None:
     """FP32 ONNX size and onnxruntime CPU latency of every row, measured here side by side."""
     images = export.gate_images(args.data_path, 4, args.val_split)
     with tempfile.TemporaryDirectory() as tmp:
-        for row in rows:
-            path = os.path.join(tmp, row["name"] + ".onnx")
+        paths = [os.path.join(tmp, row["name"] + ".onnx") for row in rows]
+        for row, path in zip(rows, paths):
             export.export_and_verify(row["model"], path, fp16=False, images=images)
             row["onnx_fp32_bytes"] = os.path.getsize(path)
-            row["latency_ms"] = export.onnx_latency(path, args.latency_runs)
+        for row, ms in zip(rows, export.onnx_latencies(paths, args.latency_runs)):   # interleaved
+            row["latency_ms"] = ms
     base = rows[0]
     lines = ["# Pruning report", "",
              f"Checkpoint `{os.path.basename(args.checkpoint)}`, {args.importance} importance, "
              f"{args.iterative_steps} step(s), {args.finetune_epochs} fine-tune epoch(s) per step, validation on "
              f"`{args.val_split}` ({args.data_path}). Latency: onnxruntime CPU, FP32 ONNX, 1x3x640x480, median of "
-             f"{args.latency_runs} runs, every row in the same command on {export.machine_description()}.", "",
+             f"{args.latency_runs} runs, the models taking turns run by run, on {export.machine_description()}.", "",
              "| model | ratio | params | MACs (G) | MACs vs unpruned | FP32 ONNX | CPU latency | latency vs unpruned "
              "| IoU after pruning | IoU after fine-tuning | IoU change (points) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
