@@ -1,4 +1,3 @@
-import argparse
 import os
 import sys
 
@@ -23,14 +22,3 @@ def tiny_dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("dataset")
     make_dataset(path, 60, 12)
     return str(path)
-
-
-@pytest.fixture(scope="session")
-def make_args():
-    def _make(parser_fn, argv):
-        return parser_fn().parse_args(argv)
-    return _make
-
-
-def parse(parser_fn, argv) -> argparse.Namespace:
-    return parser_fn().parse_args(argv)

@@ -181,9 +181,6 @@ def onnx_latencies(paths: list[str], runs: int = 20, warmup: int = 3, threads: i
     return [statistics.median(t) for t in times]
 
 
-def onnx_latency(path: str, runs: int = 20, warmup: int = 3, threads: int = 0) -> float:
-    return onnx_latencies([path], runs, warmup, threads)[0]
-
 
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
