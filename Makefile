@@ -14,8 +14,9 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Everything: training stack, demo server, test tools.
-$(STAMP): requirements.txt requirements-dev.txt requirements-demo.txt | $(VENV)/bin/python
+$(STAMP): requirements.txt requirements-dev.txt requirements-demo.txt requirements-ultralytics.txt | $(VENV)/bin/python
 	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install --no-deps -r requirements-ultralytics.txt
 	touch $(STAMP)
 
 # The demo server alone (no torch): what `make demo` needs.

@@ -34,7 +34,8 @@ ROOT = os.path.dirname(os.path.realpath(__file__))
 DEMO_DIR = os.path.join(ROOT, "demo")
 MODELS_DIR = os.path.join(ROOT, "train", "exported_models")
 ORT_DIR = os.path.join(DEMO_DIR, "node_modules", "onnxruntime-web", "dist")
-REQUIRED_MODELS = ("card_segmentation.onnx", "card_segmentation_fp32.onnx")
+# What demo/js/segmenter.js loads: the pruned model (see README, Browser speed).
+REQUIRED_MODELS = ("card_segmentation_pruned30.onnx", "card_segmentation_pruned30_fp32.onnx")
 REQUIRED_ORT = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
 
 # Python's table lacks or varies on these; browsers refuse module scripts and streaming WASM
@@ -61,8 +62,8 @@ def check_files(models_dir: str = MODELS_DIR, ort_dir: str = ORT_DIR) -> None:
     missing = [m for m in REQUIRED_MODELS if not os.path.isfile(os.path.join(models_dir, m))]
     if missing:
         raise StartupError(f"model file(s) missing in {models_dir}: {', '.join(missing)}. Restore the committed "
-                           f"models with `git checkout -- train/exported_models` or export your own with "
-                           f"`python train/export.py train/runs/segmentation/best.pt`.")
+                           f"models with `git checkout -- train/exported_models` or make your own with "
+                           f"`python train/prune.py <best.pt> --pruning-ratios 0.3 --export` (train/README.md).")
     missing = [f for f in REQUIRED_ORT if not os.path.isfile(os.path.join(ort_dir, f))]
     if missing:
         raise StartupError(f"onnxruntime-web files missing in {ort_dir}: {', '.join(missing)}. Install them with "

@@ -157,3 +157,58 @@ def test_no_camera_shows_error(playwright, server):
         _expect_error(browser.new_page(), server, "No camera was found")
     finally:
         browser.close()
+
+
+CORNER_MODEL = os.path.join(demo.MODELS_DIR, "card_corners.onnx")
+
+
+@pytest.mark.skipif(not os.path.isfile(CORNER_MODEL), reason="no exported corner model (train/export_corners.py)")
+def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path):
+    """The committed card_corners.onnx loads and runs in onnxruntime-web 1.22 (WASM) in Chromium and
+    gives what native onnxruntime gives on a frame with a card."""
+    import base64
+
+    import onnxruntime as ort
+    from conftest import make_dataset
+
+    from pose.data import corner_samples
+    from pose.metrics import decode
+    from pose.predict import load_checked, to_input
+
+    make_dataset(tmp_path, 0, 4, seed=4242, workers=1)
+    path = next(p for p, c in corner_samples(str(tmp_path), "test") if c is not None)
+    x = to_input(load_checked(path)[None])                        # (1, 3, 640, 480) float32 0..1
+    pixels = base64.b64encode(np.round(x * 255).astype(np.uint8).tobytes()).decode()
+
+    # A blank same-origin page: /ort and /models come from the real server, with its isolation headers.
+    page_url = server + "corner-check.html"
+    browser = _launch(playwright, [])
+    try:
+        page = browser.new_page()
+        page.route(page_url, lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>corners</title>",
+            headers={"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}))
+        page.goto(page_url)
+        result = page.evaluate("""async (pixels) => {
+            const ort = await import('/ort/ort.wasm.min.mjs');
+            ort.env.wasm.wasmPaths = new URL('/ort/', location.href).href;
+            const session = await ort.InferenceSession.create('/models/card_corners.onnx',
+                                                              {executionProviders: ['wasm']});
+            const bytes = Uint8Array.from(atob(pixels), (c) => c.charCodeAt(0));
+            const x = new Float32Array(bytes.length);
+            for (let i = 0; i < bytes.length; i++) x[i] = bytes[i] / 255;
+            const feeds = {[session.inputNames[0]]: new ort.Tensor('float32', x, [1, 3, 640, 480])};
+            const y = (await session.run(feeds))[session.outputNames[0]];
+            return {inputs: session.inputNames, dims: y.dims, type: y.type, data: Array.from(y.data)};
+        }""", pixels)
+    finally:
+        browser.close()
+    assert result["inputs"] == ["images"]
+    assert result["dims"] == [1, 17, 6300] and result["type"] == "float32"
+    web = np.array(result["data"], np.float32).reshape(1, 17, 6300)
+    native = ort.InferenceSession(CORNER_MODEL, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    assert np.abs(web[:, 4] - native[:, 4]).max() < 1e-2, "confidences"
+    corners_web, score, found = decode(web)
+    corners_native, _, _ = decode(native)
+    assert found[0] and score[0] > 0.5, "the card in the frame is found"
+    assert np.linalg.norm(corners_web - corners_native, axis=-1).max() <= 1.0

@@ -42,7 +42,7 @@ def test_index_and_isolation_headers(client):
     ("/ort/ort-wasm-simd-threaded.jsep.wasm", "application/wasm"),
     ("/assets/card-guide.svg", "image/svg+xml"),
     ("/css/style.css", "text/css"),
-    ("/models/card_segmentation.onnx", "application/octet-stream"),
+    ("/models/card_segmentation_pruned30.onnx", "application/octet-stream"),
 ])
 def test_mime_types_and_headers_everywhere(client, path, mime):
     r = client.get(path)
@@ -52,13 +52,13 @@ def test_mime_types_and_headers_everywhere(client, path, mime):
 
 
 def test_head_has_no_body(client):
-    r = client.head("/models/card_segmentation_fp32.onnx")
+    r = client.head("/models/card_segmentation_pruned30_fp32.onnx")
     assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == str(len(b"onnx-bytes"))
 
 
 def test_only_get_and_head(client):
     for method in ("post", "put", "delete"):
-        r = getattr(client, method)("/models/card_segmentation.onnx")
+        r = getattr(client, method)("/models/card_segmentation_pruned30.onnx")
         assert r.status_code == 405
         assert r.headers["cross-origin-opener-policy"] == "same-origin"
 
@@ -78,8 +78,8 @@ def test_unknown_model_404(client):
 
 def test_missing_model_is_a_startup_error(dirs):
     models, ort = dirs
-    os.remove(models / "card_segmentation.onnx")
-    with pytest.raises(demo.StartupError, match="card_segmentation.onnx.*train/export.py"):
+    os.remove(models / "card_segmentation_pruned30.onnx")
+    with pytest.raises(demo.StartupError, match="card_segmentation_pruned30.onnx.*git checkout"):
         demo.create_app(demo.DEMO_DIR, str(models), str(ort))
 
 

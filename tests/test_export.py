@@ -79,9 +79,12 @@ def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_p
 
 COMMITTED = os.path.join(EXPORT_DIR, "card_segmentation.onnx")
 COMMITTED_FP32 = os.path.join(EXPORT_DIR, "card_segmentation_fp32.onnx")
+# The web app's model (demo/js/segmenter.js, demo.REQUIRED_MODELS).
+COMMITTED_PRUNED = os.path.join(EXPORT_DIR, "card_segmentation_pruned30.onnx")
+COMMITTED_PRUNED_FP32 = os.path.join(EXPORT_DIR, "card_segmentation_pruned30_fp32.onnx")
 
 
-@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FP32])
+@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FP32, COMMITTED_PRUNED, COMMITTED_PRUNED_FP32])
 def test_committed_model_contract(path):
     assert os.path.isfile(path), f"{path} is missing: the repository must ship the trained model"
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -97,11 +100,12 @@ def test_committed_model_is_fp16_and_small():
     assert os.path.getsize(COMMITTED) <= 7 * 1024 * 1024
 
 
-def test_committed_model_segments_a_fresh_image(tmp_path):
+@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_PRUNED])
+def test_committed_model_segments_a_fresh_image(tmp_path, path):
     # A seed the committed model never saw.
     make_dataset(tmp_path, 0, 6, seed=987654, workers=1)
     samples = [s for s in find_samples(str(tmp_path), "test") if "negative" not in s[0]]
-    sess = ort.InferenceSession(COMMITTED, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     inter = union = 0
     for img_path, mask_path in samples[:4]:
         image, truth = load_sample(img_path, mask_path)
@@ -115,10 +119,23 @@ def test_committed_model_segments_a_fresh_image(tmp_path):
 def test_committed_model_card_is_what_export_writes():
     with open(os.path.join(EXPORT_DIR, "README.md")) as f:
         assert f.read() == model_card.render_model_card(EXPORT_DIR)
-    with open(os.path.join(EXPORT_DIR, "card_segmentation.json")) as f:
-        meta = json.load(f)
-    for entry in meta["files"]:
-        assert export.sha256(os.path.join(EXPORT_DIR, entry["file"])) == entry["sha256"], entry["file"]
+    metas = sorted(f for f in os.listdir(EXPORT_DIR) if f.endswith(".json"))
+    assert {"card_segmentation.json", "card_segmentation_pruned30.json", "card_corners.json"} <= set(metas)
+    for name in metas:
+        with open(os.path.join(EXPORT_DIR, name)) as f:
+            meta = json.load(f)
+        for entry in meta["files"]:
+            assert export.sha256(os.path.join(EXPORT_DIR, entry["file"])) == entry["sha256"], entry["file"]
+
+
+def test_committed_corner_model_contract():
+    path = os.path.join(EXPORT_DIR, "card_corners.onnx")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == ("images", [1, 3, 640, 480], "tensor(float)")
+    assert (out.shape, out.type) == ([1, 17, 6300], "tensor(float)")
+    proto = onnx.load(path)
+    assert {i.data_type for i in proto.graph.initializer if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}
 
 
 def test_model_card_proposes_a_pruned_model_only_when_it_meets_the_target(tmp_path):

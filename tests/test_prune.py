@@ -1,10 +1,10 @@
 import numpy as np
 import onnxruntime as ort
-import prune
 import pytest
 import torch
 
 import export
+import prune
 import train
 from model import load_checkpoint_model
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import os
 
-import albumentations as A
-import cv2
-import numpy as np
-import torch
-from torch.utils.data import Dataset
+# Albumentations checks PyPI for a newer version when imported: nothing here reaches for the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, MASK_EXT, DataError
 

@@ -76,14 +76,19 @@ def to_onnx(model: nn.Module, path: str, fp16: bool, opset: int = DEFAULT_OPSET)
         torch.onnx.export(wrapper, (dummy,), raw, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           opset_version=opset, do_constant_folding=True, dynamo=False)
         proto = onnx.load(raw)
-    if fp16:
-        from onnxconverter_common import float16
+    onnx.save(to_fp16(proto) if fp16 else proto, path)
 
-        with warnings.catch_warnings():
-            # It warns once per weight below FP16's smallest normal; clamping those is intended.
-            warnings.simplefilter("ignore", UserWarning)
-            proto = float16.convert_float_to_float16(proto, keep_io_types=True)
-    onnx.save(proto, path)
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 weights and compute with float32 inputs and outputs (casts at the edges). The corner
+    export uses it too: onnxruntime.transformers' converter leaves the graph unsorted (onnx.checker
+    rejects it)."""
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        # It warns once per weight below FP16's smallest normal; clamping those is intended.
+        warnings.simplefilter("ignore", UserWarning)
+        return float16.convert_float_to_float16(proto, keep_io_types=True)
 
 
 def predict_onnx(path: str, images: np.ndarray, threads: int = 0) -> np.ndarray:
@@ -175,11 +180,10 @@ def onnx_latencies(paths: list[str], runs: int = 20, warmup: int = 3, threads: i
     for i in range(warmup + runs):
         for sess, t in zip(sessions, times):
             t0 = time.perf_counter()
-            sess.run([OUTPUT_NAME], {INPUT_NAME: x})
+            sess.run(None, {sess.get_inputs()[0].name: x})   # any single-input model (corners too)
             if i >= warmup:
                 t.append((time.perf_counter() - t0) * 1000)
     return [statistics.median(t) for t in times]
-
 
 
 def machine_description() -> str:
@@ -202,6 +206,13 @@ def sha256(path: str) -> str:
 
 def training_summary(ckpt: dict) -> dict:
     args = ckpt.get("args") or {}
+    if ckpt.get("pruning"):
+        # A prune.py checkpoint carries its source's history; what describes it is the pruning run.
+        return {k: v for k, v in {
+            "source_checkpoint": ckpt.get("source_checkpoint"), "lr": args.get("lr"),
+            "batch_size": args.get("batch_size"), "size": args.get("size"),
+            "max_train_images": args.get("max_train_images"), "amp_dtype": args.get("amp_dtype"),
+            "pruning": ckpt["pruning"]}.items() if v is not None}
     history = ckpt.get("history") or []
     return {k: v for k, v in {
         "command": ckpt.get("command"), "hardware": ckpt.get("hardware"),

@@ -265,14 +265,19 @@ def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def order_corners(pts: np.ndarray) -> np.ndarray:
-    """Clockwise on screen (y down) by angle around the centroid, starting at the smallest x + y."""
+def corner_order(pts: np.ndarray) -> np.ndarray:
+    """Indices that put (4, 2) points clockwise on screen (y down) by angle around the centroid,
+    starting at the smallest x + y."""
     pts = np.asarray(pts, np.float64)
     c = pts.mean(0)
-    ang = np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0])
-    pts = pts[np.argsort(ang)]
-    start = int(np.argmin(pts.sum(1)))
-    return np.roll(pts, -start, axis=0)
+    idx = np.argsort(np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0]))
+    return np.roll(idx, -int(np.argmin(pts[idx].sum(1))))
+
+
+def order_corners(pts: np.ndarray) -> np.ndarray:
+    """The points in corner_order: TL, TR, BR, BL for an upright card."""
+    pts = np.asarray(pts, np.float64)
+    return pts[corner_order(pts)]
 
 
 def _pose_corners(rng: np.random.Generator) -> np.ndarray:

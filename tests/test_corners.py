@@ -1,0 +1,495 @@
+"""Corner model: annotation conversion, keypoint-aware augmentation, metrics, training with the
+corner-error plateau (and its resume), export + parity, preview."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import socket
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+os.environ["YOLO_OFFLINE"] = "1"
+
+import albumentations as A  # noqa: E402
+
+from common import DataError  # noqa: E402
+from pose import augment as pose_augment  # noqa: E402
+from pose.data import (  # noqa: E402
+    FLIP_IDX,
+    KPT_SHAPE,
+    METRIC_OKS_SIGMA,
+    build_pose_dataset,
+    canonical_order,
+    corner_samples,
+    label_line,
+    load_corner_annotations,
+)
+from pose.metrics import corner_errors, decode, summarize  # noqa: E402
+
+CARD = np.array([[100.0, 120.0], [380.0, 130.0], [370.0, 500.0], [110.0, 490.0]])
+
+
+def write_dataset(root, entries, images=None, split="train", other_annotated=True):
+    """A hand-made dataset: black 480x640 images + the JSON; the other split gets one image
+    (annotated with CARD unless other_annotated is False)."""
+    names = images if images is not None else list(entries)
+    for s in ("train", "test"):
+        os.makedirs(os.path.join(root, s, "images"), exist_ok=True)
+        os.makedirs(os.path.join(root, s, "masks"), exist_ok=True)
+    other = "test" if split == "train" else "train"
+    img = np.zeros((640, 480, 3), np.uint8)
+    for s, n in [(split, n) for n in names] + [(other, "other.jpg")]:
+        cv2.imwrite(os.path.join(root, s, "images", n), img)
+        cv2.imwrite(os.path.join(root, s, "masks", os.path.splitext(n)[0] + ".png"), img[..., 0])
+    with open(os.path.join(root, "corner_annotations.json"), "w") as f:
+        json.dump({split: entries, other: {"other.jpg": CARD.tolist()} if other_annotated else {}}, f)
+    return str(root)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def _labels(yaml_path, split="train"):
+    root = os.path.dirname(yaml_path)
+    out = {}
+    for name in sorted(os.listdir(os.path.join(root, "labels", split))):
+        with open(os.path.join(root, "labels", split, name)) as f:
+            out[name] = f.read().split()
+    return out
+
+
+def test_conversion_writes_pose_labels_negatives_and_clipped_corners(tmp_path):
+    off = CARD.copy()
+    off[1] = [530.0, 100.0]          # top-right beyond the right edge
+    root = write_dataset(tmp_path / "ds", {"a.jpg": CARD.tolist(), "b.jpg": off.tolist()},
+                         images=["a.jpg", "b.jpg", "neg.jpg"])
+    before = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    yaml_path = build_pose_dataset(root, str(tmp_path / "cache"))
+    after = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    assert before == after, "the user's dataset must not be written to"
+
+    with open(yaml_path) as f:
+        text = f.read()
+    assert f"kpt_shape: {KPT_SHAPE}" in text and f"flip_idx: {FLIP_IDX}" in text
+    assert f"kpt_oks_sigmas: {[METRIC_OKS_SIGMA] * 4}" in text
+    cache = os.path.dirname(yaml_path)
+    assert os.path.islink(os.path.join(cache, "images", "train", "a.jpg")), "images are linked, not copied"
+
+    labels = _labels(yaml_path)
+    assert labels["neg.txt"] == [], "an image without an entry is a background image"
+    a = np.array(labels["a.txt"], float)
+    assert len(a) == 1 + 4 + 12 and a[0] == 0
+    kp = a[5:].reshape(4, 3)
+    np.testing.assert_allclose(kp[:, 0] * 480, CARD[:, 0] + 0.5, atol=1e-3)
+    np.testing.assert_allclose(kp[:, 1] * 640, CARD[:, 1] + 0.5, atol=1e-3)
+    assert (kp[:, 2] == 2).all()
+    b = np.array(labels["b.txt"], float)
+    kb = b[5:].reshape(4, 3)
+    coords = np.concatenate([b[1:5], kb[:, :2].ravel()])
+    assert ((coords >= 0) & (coords <= 1)).all(), "every coordinate stays in 0..1 or Ultralytics drops the label"
+    assert kb[1, 2] == 0 and kb[1, 0] == 1.0, "the out-of-frame corner is clipped to the edge with visibility 0"
+    assert (kb[[0, 2, 3], 2] == 2).all()
+
+
+def test_cache_is_reused_for_the_same_data_and_renewed_when_the_json_changes(tmp_path):
+    root = write_dataset(tmp_path / "ds", {"a.jpg": CARD.tolist()}, images=["a.jpg"], split="test")
+    first = build_pose_dataset(root, str(tmp_path / "cache"))
+    assert build_pose_dataset(root, str(tmp_path / "cache")) == first
+    moved = CARD + 5
+    with open(os.path.join(root, "corner_annotations.json"), "w") as f:
+        json.dump({"train": {"other.jpg": CARD.tolist()}, "test": {"a.jpg": moved.tolist()}}, f)
+    second = build_pose_dataset(root, str(tmp_path / "cache"))
+    assert second != first and os.path.isfile(first), "a running job keeps its folder"
+    label = np.array(_labels(second, "test")["a.txt"], float)[5:].reshape(4, 3)
+    np.testing.assert_allclose(label[:, 0] * 480, moved[:, 0] + 0.5, atol=1e-3)
+
+
+def test_validation_split_without_corners_is_refused(tmp_path):
+    root = write_dataset(tmp_path / "ds", {"a.jpg": CARD.tolist()}, images=["a.jpg"], other_annotated=False)
+    with pytest.raises(DataError, match='"test" split has no annotated card corner'):
+        build_pose_dataset(root, str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("content, expect", [
+    ("{not json", "not valid JSON"),
+    ('["a"]', "expected an object"),
+    ('{"train": [1, 2]}', '"train" must map'),
+    ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6]]}}', '"train" -> "a.jpg": expected exactly 4'),
+    ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6], [7]]}}', '"train" -> "a.jpg": expected 4'),
+    ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6], ["x", 8]]}}', '"train" -> "a.jpg"'),
+    ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6], [NaN, 8]]}}', '"train" -> "a.jpg": corner coordinates must be'),
+])
+def test_malformed_annotations_name_the_file_and_key(tmp_path, content, expect):
+    root = write_dataset(tmp_path / "ds", {}, images=["a.jpg"])
+    path = os.path.join(root, "corner_annotations.json")
+    with open(path, "w") as f:
+        f.write(content)
+    with pytest.raises(DataError) as e:
+        build_pose_dataset(root, str(tmp_path / "cache"))
+    assert expect in str(e.value) and "corner_annotations.json" in str(e.value)
+
+
+def test_entry_without_image_names_the_key(tmp_path):
+    root = write_dataset(tmp_path / "ds", {"a.jpg": CARD.tolist(), "ghost.jpg": CARD.tolist()}, images=["a.jpg"])
+    with pytest.raises(DataError, match=r'"train" -> "ghost.jpg" has no image'):
+        corner_samples(root, "train")
+
+
+def test_missing_annotation_file_is_a_clear_error(tmp_path):
+    root = write_dataset(tmp_path / "ds", {}, images=["a.jpg"])
+    os.remove(os.path.join(root, "corner_annotations.json"))
+    with pytest.raises(DataError, match="corner_annotations.json does not exist"):
+        load_corner_annotations(os.path.join(root, "corner_annotations.json"))
+
+
+def test_canonical_order_and_label_box():
+    shuffled = CARD[[2, 0, 3, 1]]
+    np.testing.assert_allclose(canonical_order(shuffled), CARD)
+    assert label_line(np.array([[-50.0, -50], [-40, -50], [-40, -40], [-50, -40]])) is None
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def _dot_image(corners, radius=4):
+    img = np.zeros((640, 480, 3), np.uint8)
+    for x, y in corners:
+        cv2.circle(img, (int(round(x * 16)), int(round(y * 16))), radius * 16, (255, 255, 255), -1, cv2.LINE_AA,
+                   shift=4)
+    return img
+
+
+def _dot_offsets(image, corners, margin=10):
+    """Distance from each in-frame corner to the centroid of the bright dot around it."""
+    g = image.max(2).astype(float) if image.ndim == 3 else image.astype(float)
+    g = np.where(g > 60, g, 0)
+    h, w = g.shape
+    out = []
+    for x, y in corners:
+        if not (margin < x < w - margin and margin < y < h - margin):
+            continue
+        ys, xs = np.mgrid[int(y) - 8:int(y) + 9, int(x) - 8:int(x) + 9]
+        p = g[ys, xs]
+        assert p.sum() > 0, f"no dot near the keypoint ({x:.1f}, {y:.1f})"
+        out.append(math.hypot((p * xs).sum() / p.sum() - x, (p * ys).sum() / p.sum() - y))
+    return out
+
+
+def _leaves(t):
+    return [x for c in t.transforms for x in (_leaves(c) if isinstance(c, A.BaseCompose) else [c])]
+
+
+@pytest.mark.parametrize("index", range(len(_leaves(pose_augment.get_corner_transforms()))))
+def test_keypoints_follow_the_pixels_through_every_transform(index):
+    leaf = _leaves(pose_augment.get_corner_transforms())[index]
+    leaf.p = 1.0
+    t = A.Compose([leaf], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+    t.set_random_seed(index)
+    img = _dot_image(CARD)
+    worst = 0.0
+    for _ in range(8):
+        out, moved, _ = pose_augment.augment(t, img, CARD)
+        assert out.shape == img.shape
+        worst = max([worst] + _dot_offsets(out, moved))
+    assert worst <= 1.5, f"{type(leaf).__name__}: dot {worst:.2f} px from its keypoint"
+
+
+def test_flip_and_rotation_keep_tl_tr_br_bl_order():
+    t = A.Compose([A.HorizontalFlip(p=1.0)], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+    _, moved, _ = pose_augment.augment(t, _dot_image(CARD), CARD)
+    # Mirrored: the old top-right is the new top-left, and so on (flip_idx), in image space.
+    np.testing.assert_allclose(moved[0], [479 - CARD[1, 0], CARD[1, 1]], atol=1.0)
+    assert moved[:, 0].argmin() in (0, 3) and moved.sum(1).argmin() == 0
+
+
+def test_training_dataset_keypoints_follow_the_pixels(tmp_path):
+    """The whole path a training image takes: our pipeline, then Ultralytics' letterbox + format."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.utils import check_det_dataset
+
+    import train_corners
+    from pose.trainer import CornerPoseDataset
+
+    rng = np.random.default_rng(0)
+    entries = {}
+    root = tmp_path / "dots"
+    for s in ("train", "test"):
+        os.makedirs(root / s / "images")
+        os.makedirs(root / s / "masks")
+    for i in range(6):
+        c = CARD + rng.uniform(-30, 30, (4, 2))
+        cv2.imwrite(str(root / "train" / "images" / f"{i}.jpg"), _dot_image(c)[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 100])
+        cv2.imwrite(str(root / "train" / "masks" / f"{i}.png"), np.zeros((640, 480), np.uint8))
+        entries[f"{i}.jpg"] = c.tolist()
+    cv2.imwrite(str(root / "test" / "images" / "t.jpg"), np.zeros((640, 480, 3), np.uint8))
+    cv2.imwrite(str(root / "test" / "masks" / "t.png"), np.zeros((640, 480), np.uint8))
+    with open(root / "corner_annotations.json", "w") as f:
+        json.dump({"train": entries, "test": {"t.jpg": CARD.tolist()}}, f)
+    data = check_det_dataset(build_pose_dataset(str(root), str(tmp_path / "cache")))
+    hyp = get_cfg(overrides=dict(imgsz=640, task="pose", **train_corners.ULTRALYTICS_AUGMENTATION))
+    transform = pose_augment.get_corner_transforms()
+    transform.set_random_seed(0)
+    ds = CornerPoseDataset(img_path=data["train"], imgsz=640, batch_size=2, augment=True, hyp=hyp, rect=False,
+                           stride=32, pad=0.0, task="pose", data=data, corner_transform=transform,
+                           true_corners={n: canonical_order(np.array(c)) for n, c in entries.items()})
+    offsets = []
+    for _ in range(5):
+        for i in range(len(ds)):
+            item = ds[i]
+            assert tuple(item["img"].shape) == (3, 640, 480), "batches keep the exported 640x480 shape"
+            img = item["img"].numpy().transpose(1, 2, 0)
+            for k in item["keypoints"].numpy():
+                vis = k[:, 2] > 0
+                xy = k[vis, :2] * [480, 640] - 0.5
+                offsets += _dot_offsets(img, xy)
+    assert len(offsets) > 40
+    assert np.median(offsets) < 0.5 and max(offsets) <= 1.5, (np.median(offsets), max(offsets))
+
+
+def _one_sample_dataset(tmp_path, corners, transform):
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.utils import check_det_dataset
+
+    import train_corners
+    from pose.trainer import CornerPoseDataset
+
+    root = write_dataset(tmp_path / "ds", {"a.jpg": corners.tolist()}, images=["a.jpg"])
+    data = check_det_dataset(build_pose_dataset(root, str(tmp_path / "cache")))
+    hyp = get_cfg(overrides=dict(imgsz=640, task="pose", **train_corners.ULTRALYTICS_AUGMENTATION))
+    return CornerPoseDataset(img_path=data["train"], imgsz=640, batch_size=1, augment=True, hyp=hyp, rect=False,
+                             stride=32, pad=0.0, task="pose", data=data, corner_transform=transform,
+                             true_corners={n: canonical_order(c) for n, c in [("a.jpg", corners)]})
+
+
+def test_out_of_frame_corners_are_augmented_from_the_annotation_not_the_clipped_label(tmp_path):
+    """Label files hold an out-of-frame corner clipped onto the border. Augmenting that point would
+    put a shifted-in corner in the wrong place, and clipping can change which corner has the
+    smallest x + y, renaming the visible ones after re-sorting."""
+    keypoint_params = A.KeypointParams(format="xy", remove_invisible=False)
+    # Clipping (-150, 200) to (0, 200) would make (150, 20) the smallest x + y.
+    truth = np.array([[-150.0, 200], [150, 20], [400, 300], [100, 500]])
+    ds = _one_sample_dataset(tmp_path / "a", truth, A.Compose([], keypoint_params=keypoint_params))
+    k = ds[0]["keypoints"].numpy()[0]
+    assert k[0, 2] == 0 and (k[1:, 2] > 0).all()
+    np.testing.assert_allclose(k[1:, :2] * [480, 640] - 0.5, truth[1:], atol=0.5)
+
+    off = CARD.copy()
+    off[0] = [-40.0, 110.0]                       # top-left 40 px left of the frame
+    shift = A.Compose([A.Affine(translate_px={"x": 60, "y": 0}, p=1.0)], keypoint_params=keypoint_params)
+    k = _one_sample_dataset(tmp_path / "b", off, shift)[0]["keypoints"].numpy()[0]
+    assert (k[:, 2] > 0).all(), "shifted into view, the corner is visible at its true place"
+    np.testing.assert_allclose(k[:, :2] * [480, 640] - 0.5, off + [60, 0], atol=1.0)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_metrics_on_hand_made_cases_count_a_missed_card_as_failure():
+    truth = np.stack([CARD, CARD, CARD])
+    pred = truth.copy()
+    pred[0, :, 0] += 3.0                          # image 0: every corner 3 px off
+    pred[1, 0, 1] += 12.0                         # image 1: top-left 12 px off, others exact
+    found = np.array([True, True, False])         # image 2: missed
+    err = corner_errors(pred, found, truth)
+    visible = np.ones((3, 4), bool)
+    m = summarize(err, visible, negatives_found=np.array([False, True]))
+    assert m["corners"] == 12 and m["missed_cards"] == 1
+    assert m["pct_within_5px"] == pytest.approx(100 * 7 / 12)
+    assert m["pct_within_10px"] == pytest.approx(100 * 7 / 12)
+    assert m["pct_within_20px"] == pytest.approx(100 * 8 / 12)
+    assert m["top_left_pct_within_5px"] == pytest.approx(100 / 3)
+    assert m["pct_images_all_within_5px"] == pytest.approx(100 / 3)
+    assert m["pct_images_all_within_20px"] == pytest.approx(200 / 3)
+    assert m["mean_px"] == pytest.approx((4 * 3 + 12) / 8)     # over the corners that were found
+    assert m["capped_mean_px"] == pytest.approx((4 * 3 + 12 + 4 * 50) / 12)
+    assert m["false_positive_pct"] == pytest.approx(50.0)
+    # A corner outside the frame is left out of every denominator, and counted.
+    visible[1, 0] = False
+    m = summarize(err, visible)
+    assert m["corners"] == 11 and m["corners_outside_frame"] == 1
+    assert m["pct_within_5px"] == pytest.approx(100 * 7 / 11)
+
+
+def test_decode_weighted_corners_and_threshold():
+    out = np.zeros((2, 17, 6), np.float32)
+    out[:, 0:4] = np.array([240, 320, 200, 300], np.float32)[None, :, None]
+    kp = np.concatenate([CARD + 0.5, np.ones((4, 1))], 1).reshape(-1)
+    out[:, 5:] = kp[None, :, None]
+    out[0, 4] = [0.1, 0.9, 0.85, 0.2, 0.0, 0.0]
+    out[0, 5, 2] += 10.0                          # second anchor's x1 is 10 px off, with weight 0.85
+    out[1, 4] = 0.1                               # nothing above the threshold
+    corners, score, found = decode(out, conf=0.25)
+    assert found.tolist() == [True, False] and score[0] == pytest.approx(0.9)
+    assert corners[0, 0, 0] == pytest.approx(CARD[0, 0] + 10 * 0.85 / 1.75, abs=1e-4)
+    np.testing.assert_allclose(corners[0, 1:], CARD[1:], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def corner_dataset(tmp_path_factory):
+    from conftest import make_dataset
+
+    path = tmp_path_factory.mktemp("corners")
+    make_dataset(path, 10, 4)
+    return str(path)
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def trained(corner_dataset, tmp_path_factory):
+    """One epoch of train_corners.py on the CPU (the script end to end)."""
+    import train_corners
+
+    out = tmp_path_factory.mktemp("corner_runs")
+    args = train_corners.get_args_parser().parse_args([
+        "--data-path", corner_dataset, "--output-dir", str(out), "--cache-dir", str(out / "cache"), "--epochs", "1",
+        "--batch-size", "4", "--workers", "0", "--device", "cpu", "--quiet"])
+    attempts = []
+
+    def refuse(*a, **k):
+        attempts.append(a[:2])
+        raise OSError("network access attempted during corner training")
+
+    # Nothing may reach for the network: no hub, no font or weight downloads, no version checks.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, "getaddrinfo", refuse)
+        mp.setattr(socket.socket, "connect", refuse)
+        result = train_corners.main(args)
+    assert not attempts, attempts
+    return result
+
+
+def test_one_epoch_cpu_training_logs_corner_metrics(trained, corner_dataset):
+    assert os.path.isfile(trained["best"]) and os.path.isfile(trained["last"])
+    rows = _read_csv(os.path.join(trained["save_dir"], "results.csv"))
+    assert len(rows) == 1
+    for key in ("corners/capped_mean_px", "corners/pct_within_5px", "corners/lr_factor"):
+        assert key in rows[0]
+    assert float(rows[0]["corners/capped_mean_px"]) <= 50.0
+    assert os.listdir(os.path.join(trained["save_dir"], "tensorboard"))
+    with open(os.path.join(trained["save_dir"], "corner_options.json")) as f:
+        assert json.load(f)["data_root"] == os.path.realpath(corner_dataset), "what --resume reads back"
+
+
+def _lf(epoch, epochs, lrf=0.01):
+    """Ultralytics' cosine schedule (cos_lr=True), as in ultralytics.utils.one_cycle."""
+    return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
+
+
+class Crash(Exception):
+    pass
+
+
+def test_plateau_lowers_the_lr_the_optimizer_uses_and_survives_resume(corner_dataset, tmp_path):
+    """min_delta so large that no epoch counts as a gain: with patience 0 every epoch after the first
+    halves the LR. Epoch 3 must run at 0.5x Ultralytics' schedule; a run killed after epoch 3 and
+    resumed must run epoch 4 at 0.25x, not at the schedule's own value."""
+    from ultralytics import YOLO
+
+    from pose.data import build_pose_dataset as build
+    from pose.trainer import make_trainer
+
+    yaml_path = build(corner_dataset, str(tmp_path / "cache"))
+    base = make_trainer(corner_dataset, plateau_patience=0, plateau_factor=0.5, min_lr_factor=0.01,
+                        stop_patience=100, min_delta=1e9)
+
+    class CrashingTrainer(base):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.add_callback("on_fit_epoch_end", self._crash)
+
+        @staticmethod
+        def _crash(trainer):
+            if trainer.epoch == 2:       # after epoch 3 was validated and saved
+                raise Crash()
+
+    lr0, epochs = 0.01, 4
+    common = dict(data=yaml_path, epochs=epochs, batch=4, imgsz=640, device="cpu", workers=0, optimizer="AdamW",
+                  lr0=lr0, warmup_epochs=0, cos_lr=True, plots=False, val=True, patience=0, verbose=False,
+                  project=str(tmp_path / "runs"), name="plateau", seed=0, augmentations=[], mosaic=0.0)
+    with pytest.raises(Crash):
+        YOLO("yolo12n-pose.yaml", task="pose").train(trainer=CrashingTrainer, **common)
+    save_dir = tmp_path / "runs" / "plateau"
+    rows = _read_csv(save_dir / "results.csv")
+    assert len(rows) == 3
+    for i, want in enumerate([1.0, 1.0, 0.5]):   # factor in force during epochs 1, 2, 3
+        assert float(rows[i]["lr/pg0"]) == pytest.approx(lr0 * _lf(i, epochs) * want, rel=1e-3), i
+    assert float(rows[2]["corners/lr_factor"]) == 0.25   # decided after epoch 3, applies to epoch 4
+    ckpt = torch.load(save_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["optimizer"]["param_groups"][0]["corner_plateau"]["factor"] == 0.25
+
+    YOLO(str(save_dir / "weights" / "last.pt"), task="pose").train(resume=True, data=yaml_path, trainer=base,
+                                                                   device="cpu", workers=0)
+    rows = _read_csv(save_dir / "results.csv")
+    assert len(rows) == 4
+    assert float(rows[3]["lr/pg0"]) == pytest.approx(lr0 * _lf(3, epochs) * 0.25, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- export, evaluation, preview
+
+def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained, corner_dataset, tmp_path):
+    import onnxruntime as ort
+
+    import evaluate_corners
+    import export_corners
+
+    out = tmp_path / "exported"
+    args = export_corners.get_args_parser().parse_args([
+        trained["best"], "--output-dir", str(out), "--data-path", corner_dataset, "--latency-runs", "2"])
+    meta = export_corners.main(args)
+    path = out / "card_corners.onnx"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.type, inp.shape) == ("images", "tensor(float)", [1, 3, 640, 480])
+    assert (outp.type, outp.shape) == ("tensor(float)", [1, 17, 6300])
+    f = meta["files"][0]
+    assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["precision"] == "fp16"
+    assert "pct_within_5px" in f["test_metrics"]
+    with open(out / "README.md") as fh:
+        card = fh.read()
+    assert "## Card corners" in card and "card_corners.onnx" in card and "Decoding the 4 corners" in card
+
+    m_onnx, _ = evaluate_corners.evaluate_corner_model(str(path), corner_dataset, quiet=True)
+    m_pt, _ = evaluate_corners.evaluate_corner_model(trained["best"], corner_dataset, quiet=True)
+    assert m_onnx["images"] == m_pt["images"] and m_onnx["missed_cards"] == m_pt["missed_cards"]
+
+
+def test_export_refuses_missing_mobile_extras(trained, corner_dataset, tmp_path, monkeypatch):
+    import export_corners
+
+    monkeypatch.setattr(export_corners.importlib.util, "find_spec", lambda name: None)
+    args = export_corners.get_args_parser().parse_args([trained["best"], "--formats", "onnx,tflite",
+                                                        "--output-dir", str(tmp_path), "--data-path", corner_dataset])
+    with pytest.raises(DataError, match="pip install litert-torch"):
+        export_corners.main(args)
+    assert not os.listdir(tmp_path)
+
+
+def test_evaluate_script_writes_json_and_overlays(trained, corner_dataset, tmp_path):
+    import evaluate_corners
+
+    args = evaluate_corners.get_args_parser().parse_args([
+        trained["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "m.json"), "--overlays", "3"])
+    m = evaluate_corners.main(args)
+    with open(tmp_path / "m.json") as f:
+        saved = json.load(f)
+    assert saved["images"] == m["images"] and "pct_within_10px" in saved
+    assert len(os.listdir(tmp_path / "m_overlays")) == 3
+
+
+def test_preview_writes_ten_examples(corner_dataset, tmp_path):
+    import preview_corner_augmentations as preview
+
+    paths = preview.main(preview.get_args_parser().parse_args(
+        ["--data-path", corner_dataset, "--output-dir", str(tmp_path / "p")]))
+    assert len(paths) == 10 and all(os.path.getsize(p) > 0 for p in paths)
+    assert os.path.isfile(tmp_path / "p" / "grid.jpg")
+    shutil.rmtree(tmp_path / "p")

@@ -1,0 +1,128 @@
+"""Evaluate a corner model (.pt from train_corners.py, or the exported .onnx) on a split.
+
+    python train/evaluate_corners.py train/runs/corners/yolo12n_pose/weights/best.pt
+    python train/evaluate_corners.py train/exported_models/card_corners.onnx --overlays 12
+    python train/evaluate_corners.py model.onnx --data-path /data/cards --split test --json corners.json
+
+Reports, in pixels of the 480x640 image: % of corners within 5, 10 and 20 px (overall and per
+corner), % of images with all 4 corners within each, mean / median / 95th percentile error. A
+card the model misses counts as a failure for all its corners, never as a smaller denominator;
+corners outside the frame are left out and counted. Images without a card report how often a
+card was claimed. Writes JSON (default: next to the model) and, with --overlays N, the N worst
+images with truth (green) and prediction (red), corners numbered 1-4 from top-left.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, setup_logging  # noqa: E402
+from pose.data import corner_samples  # noqa: E402
+from pose.metrics import DEFAULT_CONF, format_table  # noqa: E402
+from pose.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
+
+logger = logging.getLogger(__name__)
+
+
+def load_runner(path: str, device: str = "cpu", threads: int = 0) -> Runner:
+    """.onnx through onnxruntime (CPU), .pt through Ultralytics (FP32 on `device`)."""
+    if path.endswith(".onnx"):
+        return onnx_runner(path, threads)
+    return torch_runner(load_pose_model(path).model.float().to(device).eval())
+
+
+def draw(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None) -> np.ndarray:
+    """RGB image with truth (green) and prediction (red) quadrilaterals, corners numbered 1-4."""
+    out = image.copy()
+    for pts, colour in ((truth, (0, 200, 0)), (pred, (230, 30, 30))):
+        if pts is None:
+            continue
+        poly = np.round(pts).astype(np.int32)
+        cv2.polylines(out, [poly], True, colour, 1, cv2.LINE_AA)
+        for k, (x, y) in enumerate(poly):
+            cv2.circle(out, (int(x), int(y)), 3, colour, -1, cv2.LINE_AA)
+            cv2.putText(out, str(k + 1), (int(x) + 5, int(y) - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
+                        cv2.LINE_AA)
+    return out
+
+
+def write_overlays(raw: dict, out_dir: str, n: int) -> None:
+    """The n worst images: largest corner error first, missed cards and false alarms worst of all."""
+    err = np.linalg.norm(raw["pred"] - raw["truth"], axis=-1).max(1)            # NaN for negatives
+    err = np.where(raw["positive"] & ~raw["found"], np.inf, err)
+    err = np.where(~raw["positive"], np.where(raw["found"], np.inf, -1.0), err)
+    os.makedirs(out_dir, exist_ok=True)
+    for i in np.argsort(-np.nan_to_num(err, nan=-1.0))[:n]:
+        img = load_checked(raw["paths"][i])
+        pred = raw["pred"][i] if raw["found"][i] else None
+        truth = raw["truth"][i] if raw["positive"][i] else None
+        name = os.path.splitext(os.path.basename(raw["paths"][i]))[0] + ".jpg"
+        cv2.imwrite(os.path.join(out_dir, name), cv2.cvtColor(draw(img, truth, pred), cv2.COLOR_RGB2BGR))
+    logger.info("%d overlays -> %s", min(n, len(err)), out_dir)
+
+
+def jsonable(m: dict) -> dict:
+    """inf / NaN are not JSON: null instead."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
+
+
+def evaluate_corner_model(model_path: str, data_path: str, split: str = "test", conf: float = DEFAULT_CONF,
+                          batch_size: int = 16, device: str = "cpu", limit: int = 0, quiet: bool = False
+                          ) -> tuple[dict, dict]:
+    samples = corner_samples(data_path, split)
+    if limit:
+        samples = samples[:limit]
+    progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc="evaluate", unit="batch"))
+    metrics, raw = evaluate_runner(load_runner(model_path, device), samples, batch_size, conf, progress)
+    metrics.update(model=os.path.basename(model_path), data_path=data_path, split=split, conf=conf)
+    return metrics, raw
+
+
+def main(args: argparse.Namespace) -> dict:
+    model_path, data_path = resolve_path(args.model), resolve_path(args.data_path)
+    if not os.path.isfile(model_path):
+        raise DataError(f"{model_path} does not exist")
+    metrics, raw = evaluate_corner_model(model_path, data_path, args.split, args.conf, args.batch_size,
+                                         args.device, args.limit)
+    print(format_table(metrics))
+    json_path = resolve_path(args.json or os.path.splitext(model_path)[0] + f"_corners_{args.split}.json")
+    atomic_write_bytes(json_path, (json.dumps(jsonable(metrics), indent=1) + "\n").encode(), fsync=False)
+    logger.info("metrics -> %s", json_path)
+    if args.overlays:
+        write_overlays(raw, resolve_path(args.overlay_dir or os.path.splitext(json_path)[0] + "_overlays"),
+                       args.overlays)
+    return metrics
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Corner accuracy of a .pt or .onnx corner model", add_help=add_help)
+    p.add_argument("model", help="train_corners.py weights (.pt) or export_corners.py output (.onnx)")
+    p.add_argument("--data-path", default=DEFAULT_DATASET)
+    p.add_argument("--split", default="test")
+    p.add_argument("--conf", type=float, default=DEFAULT_CONF, help="below this confidence there is no card")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help=".pt only: e.g. cuda:0")
+    p.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
+    p.add_argument("--json", default=None, help="default: <model>_corners_<split>.json")
+    p.add_argument("--overlays", type=int, default=0, help="write the N worst images with corners drawn")
+    p.add_argument("--overlay-dir", default=None)
+    return p
+
+
+if __name__ == "__main__":
+    setup_logging()
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None

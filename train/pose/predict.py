@@ -1,0 +1,125 @@
+"""Run a corner model (PyTorch module or ONNX file) over a split and score it.
+
+Used by the trainer every epoch (on the EMA weights), by evaluate_corners.py and by the export
+parity gate, so the number that stops training is the number the evaluation reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
+from dataset import read_image
+from pose.data import NUM_CORNERS, in_frame
+from pose.metrics import DEFAULT_CONF, corner_errors, decode, summarize
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[np.ndarray], np.ndarray]   # (B, 640, 480, 3) uint8 RGB -> (B, 5 + 3K, N) float32
+
+
+def to_input(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 0..1: the model's (and the ONNX file's) input."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def torch_runner(model: torch.nn.Module) -> Runner:
+    """An Ultralytics PoseModel in eval mode; its own dtype and device (FP16 EMA on CUDA included)."""
+    param = next(model.parameters())
+
+    @torch.no_grad()
+    def run(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(to_input(images)).to(param.device, param.dtype)
+        out = model(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out.float().cpu().numpy()
+    return run
+
+
+def load_pose_model(path: str):
+    """An Ultralytics YOLO pose model from a checkpoint, or a DataError naming the file."""
+    from ultralytics import YOLO
+
+    if not os.path.isfile(path):
+        raise DataError(f"{path} does not exist")
+    try:
+        return YOLO(path, task="pose")
+    except Exception as e:   # a file that is not an Ultralytics checkpoint fails deep inside torch.load
+        raise DataError(f"{path}: not an Ultralytics pose checkpoint ({type(e).__name__}: {e})") from None
+
+
+def onnx_runner(path: str, threads: int = 0) -> Runner:
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(images: np.ndarray) -> np.ndarray:
+        # Batch 1 is what the exported graph declares; loop for larger batches.
+        return np.concatenate([sess.run(None, {name: to_input(images[i:i + 1])})[0] for i in range(len(images))])
+    return run
+
+
+def load_checked(path: str) -> np.ndarray:
+    """(640, 480, 3) uint8 RGB; other sizes are an error since the corners are in 480x640 pixels."""
+    img = read_image(path)
+    if img.shape[:2] != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise DataError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, but corner annotations are in pixels of "
+                        f"the {IMAGE_WIDTH}x{IMAGE_HEIGHT} image")
+    return img
+
+
+def iter_batches(paths: list[str], batch_size: int, ahead: int = 3) -> Iterator[np.ndarray]:
+    """Decode batches on threads (cv2 releases the GIL), at most `ahead` batches ahead of the
+    model, so memory stays bounded on a split of any size."""
+    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    with ThreadPoolExecutor(ahead + 1) as pool:
+        pending = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(lambda c: np.stack([load_checked(p) for p in c]), chunk))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def predict_split(runner: Runner, samples: list[tuple[str, np.ndarray | None]], batch_size: int = 16,
+                  conf: float = DEFAULT_CONF, progress: Callable | None = None) -> dict:
+    """Runs the model over samples [(path, corners or None)] and returns the raw per-image results:
+    pred (M, K, 2), score (M,), found (M,), truth (M, K, 2) NaN for negatives, positive (M,)."""
+    paths = [p for p, _ in samples]
+    preds, scores, founds = [], [], []
+    batches = iter_batches(paths, batch_size)
+    if progress is not None:
+        batches = progress(batches, total=(len(paths) + batch_size - 1) // batch_size)
+    for images in batches:
+        kpts, score, found = decode(runner(images), conf)
+        preds.append(kpts)
+        scores.append(score)
+        founds.append(found)
+    truth = np.stack([c if c is not None else np.full((NUM_CORNERS, 2), np.nan) for _, c in samples])
+    return {"paths": paths, "pred": np.concatenate(preds), "score": np.concatenate(scores),
+            "found": np.concatenate(founds), "truth": truth, "positive": np.array([c is not None for _, c in samples])}
+
+
+def score_predictions(raw: dict) -> dict:
+    """predict_split()'s result -> summarize() metrics (positives scored, negatives as false positives)."""
+    pos = raw["positive"]
+    errors = corner_errors(raw["pred"][pos], raw["found"][pos], raw["truth"][pos])
+    return summarize(errors, in_frame(raw["truth"][pos]), negatives_found=raw["found"][~pos])
+
+
+def evaluate_runner(runner: Runner, samples, batch_size: int = 16, conf: float = DEFAULT_CONF, progress=None
+                    ) -> tuple[dict, dict]:
+    raw = predict_split(runner, samples, batch_size, conf, progress)
+    return score_predictions(raw), raw
+
+
