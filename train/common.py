@@ -44,6 +44,16 @@ def setup_logging(level: int = logging.INFO) -> None:
                         datefmt="%H:%M:%S")
 
 
+def run_script(main, get_args_parser) -> None:
+    """The `__main__` of a script: logging, arguments, and bad input (DataError) as one clear line
+    instead of a traceback."""
+    setup_logging()
+    try:
+        main(get_args_parser().parse_args())
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 def resolve_path(path: str) -> str:
     """User-given path -> absolute real path (relative to the current directory)."""
     return os.path.realpath(os.path.expanduser(path))

@@ -27,7 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, setup_logging  # noqa: E402
+from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, run_script  # noqa: E402
 from pose.data import corner_samples  # noqa: E402
 from pose.metrics import DEFAULT_CONF, format_table  # noqa: E402
 from pose.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
@@ -121,8 +121,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main, get_args_parser)

@@ -34,7 +34,7 @@ import tempfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 import model_card  # noqa: E402
-from common import DEFAULT_DATASET, EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, DataError, resolve_path, setup_logging  # noqa: E402,E501
+from common import DEFAULT_DATASET, EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, DataError, resolve_path, run_script  # noqa: E402,E501
 from evaluate_corners import jsonable  # noqa: E402
 from export import machine_description, onnx_latencies, sha256, to_fp16  # noqa: E402
 from pose.data import corner_samples  # noqa: E402
@@ -192,8 +192,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main, get_args_parser)

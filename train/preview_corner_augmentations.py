@@ -18,7 +18,7 @@ import os
 import cv2
 import numpy as np
 
-from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, setup_logging
+from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script
 from pose.augment import augment, get_corner_transforms
 from pose.data import canonical_order, corner_samples, in_frame
 from pose.predict import load_checked
@@ -85,8 +85,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main, get_args_parser)

@@ -27,7 +27,7 @@ import logging  # noqa: E402
 
 import torch  # noqa: E402
 
-from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, setup_logging  # noqa: E402
+from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script  # noqa: E402
 from pose.data import DEFAULT_CACHE_DIR, KPT_SHAPE, build_pose_dataset  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -146,8 +146,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    try:
-        main(get_args_parser().parse_args())
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    run_script(main, get_args_parser)
