@@ -197,6 +197,40 @@ def test_keypoints_follow_the_pixels_through_every_transform(index):
     assert worst <= 1.5, f"{type(leaf).__name__}: dot {worst:.2f} px from its keypoint"
 
 
+@pytest.mark.parametrize("lam", [0.02, 0.3, 2.5, 20.0])
+def test_poisson_small_draws_the_poisson_distribution(lam):
+    k = pose_augment.poisson_small(np.random.default_rng(0), lam, (400, 500))
+    assert k.dtype == np.float32 and k.shape == (400, 500) and (k == np.round(k)).all()
+    n = k.size
+    assert k.mean() == pytest.approx(lam, abs=5 * math.sqrt(lam / n))
+    assert k.var() == pytest.approx(lam, rel=0.05)
+    for i in range(3):   # P(k = i), within 5 standard errors
+        p = math.exp(-lam) * lam**i / math.factorial(i)
+        assert (k == i).mean() == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / n) + 1e-6)
+
+
+def test_fast_iso_noise_matches_albumentations_iso_noise():
+    """Same parameters, same noise statistics, a fraction of the time (benchmark_training.py)."""
+    img = _dot_image(CARD)
+    img[..., 1] = np.linspace(20, 200, img.shape[1], dtype=np.uint8)[None]     # some texture and colour
+    stats = {}
+    for cls in (A.ISONoise, pose_augment.FastISONoise):
+        t = cls(color_shift=(0.01, 0.05), intensity=(0.5, 0.5), p=1.0)
+        diffs = []
+        for seed in range(6):
+            t.set_random_seed(seed)
+            out = t(image=img)["image"]
+            assert out.dtype == np.uint8 and out.shape == img.shape
+            diffs.append(out.astype(np.float32) - img)
+        d = np.stack(diffs)
+        stats[cls] = (d.mean(), d.std(), (np.abs(d).max(-1) > 1).mean())
+    (m0, s0, f0), (m1, s1, f1) = stats.values()
+    assert m0 > 1 and m1 == pytest.approx(m0, rel=0.05)
+    assert s1 == pytest.approx(s0, rel=0.05) and f1 == pytest.approx(f0, rel=0.05)
+    with pytest.raises(TypeError, match="uint8"):
+        pose_augment.FastISONoise(p=1.0)(image=img.astype(np.float32) / 255)
+
+
 def test_flip_and_rotation_keep_tl_tr_br_bl_order():
     t = A.Compose([A.HorizontalFlip(p=1.0)], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
     _, moved, _ = pose_augment.augment(t, _dot_image(CARD), CARD)
@@ -327,6 +361,46 @@ def test_decode_weighted_corners_and_threshold():
     np.testing.assert_allclose(corners[0, 1:], CARD[1:], atol=1e-4)
 
 
+# ----------------------------------------------------------------------------- loss
+
+def _kpt_loss_grad(loss, error_px, area_px=300.0 * 420.0, stride=8.0):
+    """Gradient of the keypoint loss w.r.t. one corner's x, for a corner error_px off in x (grid units
+    as Ultralytics passes them: pixels / stride). The other three corners are exact."""
+    gt = torch.zeros(1, 4, 3)
+    gt[..., 2] = 2.0
+    pred = gt.clone()
+    pred[0, 0, 0] = error_px / stride
+    pred.requires_grad_(True)
+    value = loss(pred, gt, gt[..., 2] != 0, torch.tensor([[area_px / stride**2]]))
+    value.backward()
+    return float(value.detach()), float(pred.grad[0, 0, 0]) / stride     # per px
+
+
+def test_l1_term_pulls_as_hard_on_the_last_pixels_as_on_far_corners():
+    from ultralytics.utils.loss import KeypointLoss
+
+    from pose.data import LOSS_OKS_SIGMA
+    from pose.loss import CornerKeypointLoss
+
+    sigmas = torch.full((4,), LOSS_OKS_SIGMA)
+    oks, ours, off = KeypointLoss(sigmas), CornerKeypointLoss(sigmas, 1.0), CornerKeypointLoss(sigmas, 0.0)
+    for e in (1.0, 5.0, 50.0):
+        assert _kpt_loss_grad(off, e) == pytest.approx(_kpt_loss_grad(oks, e))   # gain 0: Ultralytics' loss
+    # Ultralytics' OKS loss at the 0.25 width hardly notices the last pixels: its pull at 2 px is a
+    # twentieth of that at 40 px. The L1 term pulls the same at both, many times harder than OKS at 2 px.
+    assert _kpt_loss_grad(oks, 2.0)[1] < 0.06 * _kpt_loss_grad(oks, 40.0)[1]
+    l1_2 = _kpt_loss_grad(ours, 2.0)[1] - _kpt_loss_grad(oks, 2.0)[1]
+    l1_40 = _kpt_loss_grad(ours, 40.0)[1] - _kpt_loss_grad(oks, 40.0)[1]
+    assert l1_2 == pytest.approx(l1_40, rel=1e-4) and l1_2 > 20 * _kpt_loss_grad(oks, 2.0)[1]
+    assert _kpt_loss_grad(ours, -2.0)[1] < 0 < _kpt_loss_grad(ours, 2.0)[1]       # towards the truth
+    # A corner outside the frame (visibility 0) gets no pull at all.
+    gt = torch.zeros(1, 4, 3)
+    gt[0, 1:, 2] = 2.0
+    pred = torch.full((1, 4, 3), 3.0, requires_grad=True)
+    ours(pred, gt, gt[..., 2] != 0, torch.tensor([[2000.0]])).backward()
+    assert pred.grad[0, 0].abs().sum() == 0 and pred.grad[0, 1:, :2].abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------- training
 
 @pytest.fixture(scope="module")
@@ -379,6 +453,27 @@ def test_one_epoch_cpu_training_logs_corner_metrics(trained, corner_dataset):
         assert json.load(f)["data_root"] == os.path.realpath(corner_dataset), "what --resume reads back"
 
 
+def test_resume_reuses_the_saved_loss_gain_and_old_runs_keep_ultralytics_loss():
+    import train_corners
+
+    saved = {k: 7 for k in train_corners.TRAINER_OPTIONS} | {"data_root": "/d", "kpt_l1_gain": 0.5}
+    assert train_corners.saved_trainer_options(saved)["kpt_l1_gain"] == 0.5
+    del saved["kpt_l1_gain"]    # a run from before the L1 term trained with Ultralytics' loss alone
+    assert train_corners.saved_trainer_options(saved) == {**{k: 7 for k in train_corners.TRAINER_OPTIONS},
+                                                          "kpt_l1_gain": 0.0}
+
+
+def test_warmup_only_from_scratch_unless_asked():
+    import train_corners
+
+    def warmup(*argv):
+        return train_corners.warmup_epochs(train_corners.get_args_parser().parse_args(list(argv)))
+
+    assert warmup() == train_corners.WARMUP_EPOCHS_FROM_SCRATCH > 0
+    assert warmup("--weights", "x.pt") == 0.0          # no bias-LR kick to a trained checkpoint
+    assert warmup("--weights", "x.pt", "--warmup-epochs", "1") == 1.0
+
+
 def _lf(epoch, epochs, lrf=0.01):
     """Ultralytics' cosine schedule (cos_lr=True), as in ultralytics.utils.one_cycle."""
     return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
@@ -399,7 +494,7 @@ def test_plateau_lowers_the_lr_the_optimizer_uses_and_survives_resume(corner_dat
 
     yaml_path = build(corner_dataset, str(tmp_path / "cache"))
     base = make_trainer(corner_dataset, plateau_patience=0, plateau_factor=0.5, min_lr_factor=0.01,
-                        stop_patience=100, min_delta=1e9)
+                        stop_patience=100, min_delta=1e9, kpt_l1_gain=0.5)
 
     class CrashingTrainer(base):
         def __init__(self, *a, **k):
@@ -426,11 +521,17 @@ def test_plateau_lowers_the_lr_the_optimizer_uses_and_survives_resume(corner_dat
     ckpt = torch.load(save_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["optimizer"]["param_groups"][0]["corner_plateau"]["factor"] == 0.25
 
-    YOLO(str(save_dir / "weights" / "last.pt"), task="pose").train(resume=True, data=yaml_path, trainer=base,
-                                                                   device="cpu", workers=0)
+    resumed = YOLO(str(save_dir / "weights" / "last.pt"), task="pose")
+    resumed.train(resume=True, data=yaml_path, trainer=base, device="cpu", workers=0)
     rows = _read_csv(save_dir / "results.csv")
     assert len(rows) == 4
     assert float(rows[3]["lr/pg0"]) == pytest.approx(lr0 * _lf(3, epochs) * 0.25, rel=1e-3)
+    # The resumed run trained with our keypoint loss too (pose/loss.py), at the gain it was given.
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    from pose.loss import CornerKeypointLoss
+    criterion = unwrap_model(resumed.trainer.model).criterion
+    assert isinstance(criterion.keypoint_loss, CornerKeypointLoss) and criterion.keypoint_loss.l1_gain == 0.5
 
 
 # ----------------------------------------------------------------------------- export, evaluation, preview

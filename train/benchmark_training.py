@@ -2,6 +2,7 @@
 
     python train/benchmark_training.py --what data             # loader with the training transforms
     python train/benchmark_training.py --what step             # fp32 vs autocast, 480x640 and half res
+    python train/benchmark_training.py --what corner-aug       # corner augmentation, ms per image
 
 Every figure of a run comes from the same process, so the ratios are like for like. The step
 benchmark feeds random tensors, isolating the model from the data pipeline.
@@ -76,8 +77,49 @@ def bench_step(args) -> list[dict]:
     return rows
 
 
+def bench_corner_aug(args) -> list[dict]:
+    """The corner pipeline (pose/augment.py) per 480x640 image on one thread, with our ISO noise and
+    with Albumentations' own, and each noise alone; the variants take turns every round."""
+    import albumentations as A
+    import cv2
+    import numpy as np
+
+    from dataset import read_image
+    from pose.augment import FastISONoise, get_corner_transforms
+
+    cv2.setNumThreads(1)
+    root = os.path.join(resolve_path(args.data_path), "train", "images")
+    names = sorted(os.listdir(root))[:args.batch_size * 4]
+    images = [read_image(os.path.join(root, n)) for n in names]
+    corners = np.array([[100, 100], [380, 100], [380, 540], [100, 540]], np.float32)
+    noise = dict(color_shift=(0.01, 0.05), intensity=(0.1, 0.8), p=1.0)
+    variants = {"pipeline, FastISONoise": get_corner_transforms(),
+                "pipeline, A.ISONoise": get_corner_transforms(iso_noise=A.ISONoise),
+                "FastISONoise alone": A.Compose([FastISONoise(**noise)]),
+                "A.ISONoise alone": A.Compose([A.ISONoise(**noise)])}
+    times = {k: [] for k in variants}
+    for r in range(args.warmup + args.iters):
+        for k, t in variants.items():
+            t0 = time.perf_counter()
+            for img in images:
+                t(image=img, keypoints=corners) if "pipeline" in k else t(image=img)
+            if r >= args.warmup:
+                times[k].append((time.perf_counter() - t0) / len(images))
+    rows = []
+    for k, ts in times.items():
+        base = statistics.median(times[k.replace("FastISONoise", "A.ISONoise")])
+        med = statistics.median(ts)
+        rows.append({"what": "corner-aug", "variant": k, "images": len(images), "rounds": args.iters,
+                     "median_ms_per_image": 1e3 * med, "speed_vs_albumentations_noise": base / med})
+        logger.info("%s", rows[-1])
+    return rows
+
+
 def main(args: argparse.Namespace) -> list[dict]:
-    rows = [bench_data(args)] if args.what == "data" else bench_step(args)
+    if args.what == "corner-aug":
+        rows = bench_corner_aug(args)
+    else:
+        rows = [bench_data(args)] if args.what == "data" else bench_step(args)
     for r in rows:
         print(json.dumps(r))
     if args.json:
@@ -88,7 +130,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Training throughput benchmark", add_help=add_help)
-    p.add_argument("--what", choices=["data", "step"], default="step")
+    p.add_argument("--what", choices=["data", "step", "corner-aug"], default="step")
     p.add_argument("--data-path", default=DEFAULT_DATASET)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)

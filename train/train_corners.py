@@ -28,7 +28,7 @@ import logging  # noqa: E402
 import torch  # noqa: E402
 
 from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script  # noqa: E402
-from pose.data import DEFAULT_CACHE_DIR, KPT_SHAPE, build_pose_dataset  # noqa: E402
+from pose.data import DEFAULT_CACHE_DIR, KPT_L1_GAIN, KPT_SHAPE, build_pose_dataset  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,11 @@ ULTRALYTICS_AUGMENTATION = dict(mosaic=0.0, close_mosaic=0, mixup=0.0, cutmix=0.
                                 translate=0.0, scale=0.0, shear=0.0, perspective=0.0, fliplr=0.0, flipud=0.0,
                                 hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, augmentations=[])
 TRAINER_OPTIONS = ("aug_strength", "plateau_patience", "plateau_factor", "min_lr_factor", "stop_patience",
-                   "min_delta")
+                   "min_delta", "kpt_l1_gain")
+OPTION_BEFORE_IT_EXISTED = {"kpt_l1_gain": 0.0}   # runs before the L1 term had Ultralytics' loss alone
+# Warmup from scratch only. Ultralytics' warmup also starts the bias LR at warmup_bias_lr (0.1,
+# 50x our AdamW LR), which knocks a trained checkpoint's biases about: --weights starts at 0.
+WARMUP_EPOCHS_FROM_SCRATCH = 3.0
 
 
 def resolve_device(device: str | None) -> str:
@@ -60,6 +64,18 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def saved_trainer_options(saved: dict) -> dict:
+    """corner_options.json -> the trainer options a resume must reuse. A run older than an
+    option resumes with what it was trained with."""
+    return {k: saved[k] if k in saved else OPTION_BEFORE_IT_EXISTED[k] for k in TRAINER_OPTIONS}
+
+
+def warmup_epochs(args: argparse.Namespace) -> float:
+    if args.warmup_epochs is not None:
+        return args.warmup_epochs
+    return 0.0 if args.weights else WARMUP_EPOCHS_FROM_SCRATCH
+
+
 def main(args: argparse.Namespace) -> dict:
     from ultralytics import YOLO
 
@@ -67,6 +83,8 @@ def main(args: argparse.Namespace) -> dict:
     from pose.trainer import OPTIONS_FILE, make_trainer
 
     data_root = resolve_path(args.data_path)
+    if args.kpt_l1_gain < 0:
+        raise DataError(f"--kpt-l1-gain must be >= 0, got {args.kpt_l1_gain}")
     if args.resume:
         last = resolve_path(args.resume)
         options_path = os.path.join(os.path.dirname(os.path.dirname(last)), OPTIONS_FILE)
@@ -75,8 +93,8 @@ def main(args: argparse.Namespace) -> dict:
         with open(options_path) as f:
             saved = json.load(f)
         data_root = saved["data_root"]
-        for k in TRAINER_OPTIONS:
-            setattr(args, k, saved[k])
+        for k, v in saved_trainer_options(saved).items():
+            setattr(args, k, v)
     data_yaml = build_pose_dataset(data_root, resolve_path(args.cache_dir))
     device = resolve_device(args.device)
     trainer = make_trainer(data_root, **{k: getattr(args, k) for k in TRAINER_OPTIONS})
@@ -96,7 +114,7 @@ def main(args: argparse.Namespace) -> dict:
         train_args = dict(
             data=data_yaml, epochs=args.epochs, time=args.time, batch=args.batch_size, imgsz=TRAIN_IMGSZ,
             device=device, workers=args.workers, project=resolve_path(args.output_dir), name=args.name,
-            exist_ok=False, seed=args.seed, optimizer=args.optimizer, lr0=args.lr, warmup_epochs=args.warmup_epochs,
+            exist_ok=False, seed=args.seed, optimizer=args.optimizer, lr0=args.lr, warmup_epochs=warmup_epochs(args),
             cos_lr=True, amp=device != "cpu", plots=False, val=True, patience=0, cache=args.cache or False,
             fraction=args.fraction, verbose=not args.quiet, **ULTRALYTICS_AUGMENTATION)
         if args.extra:
@@ -125,7 +143,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.002, help="initial LR (AdamW)")
     p.add_argument("--optimizer", default="AdamW",
                    help="Ultralytics optimizer name; 'auto' would ignore --lr")
-    p.add_argument("--warmup-epochs", type=float, default=3.0)
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help=f"default: {WARMUP_EPOCHS_FROM_SCRATCH:g} from scratch, 0 with --weights")
     p.add_argument("--device", default=None, help="'0' (first GPU) or 'cpu'; default: CUDA when available")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--cache", choices=["ram", "disk"], default=None, help="Ultralytics image cache (default: none)")
@@ -140,6 +159,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--min-lr-factor", type=float, default=0.01, help="never cut the LR below this x the schedule")
     p.add_argument("--stop-patience", type=int, default=15, help="early stopping: epochs without corner-error gain")
     p.add_argument("--min-delta", type=float, default=0.05, help="px: the smallest corner-error drop that counts")
+    p.add_argument("--kpt-l1-gain", type=float, default=KPT_L1_GAIN,
+                   help="weight of the L1 corner term added to Ultralytics' keypoint loss (pose/loss.py); 0 = off")
     p.add_argument("--extra", default=None, help="JSON of further Ultralytics train() arguments, e.g. '{\"pose\": 20}'")
     p.add_argument("--quiet", action="store_true")
     return p

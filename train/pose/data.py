@@ -43,6 +43,8 @@ METRIC_OKS_SIGMA = 0.02
 # The loss keeps the default width on purpose: with sigma 0.02 a corner 100 px off (every corner
 # at initialisation) has exp(-e) ~ 0 and no gradient. The trainer sets it on the model.
 LOSS_OKS_SIGMA = 1.0 / NUM_CORNERS
+# Weight of the L1 corner term the trainer adds to that loss (pose/loss.py says why); 0 = off.
+KPT_L1_GAIN = 1.0
 
 
 def canonical_order(corners: np.ndarray) -> np.ndarray:

@@ -32,7 +32,8 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, atomic_write_bytes
 from pose.augment import augment, get_corner_transforms
-from pose.data import LOSS_OKS_SIGMA, NUM_CORNERS, box_from_corners, corner_samples, in_frame
+from pose.data import KPT_L1_GAIN, LOSS_OKS_SIGMA, NUM_CORNERS, box_from_corners, corner_samples, in_frame
+from pose.loss import CornerPoseLoss
 from pose.predict import evaluate_runner, torch_runner
 
 logger = logging.getLogger(__name__)
@@ -112,17 +113,18 @@ class CornerPoseDataset(YOLODataset):
 
 def make_trainer(data_root: str, aug_strength: float = 1.0, plateau_patience: int = 5, plateau_factor: float = 0.5,
                  min_lr_factor: float = 0.01, stop_patience: int = 15, min_delta: float = 0.05,
-                 val_batch: int = 32, tensorboard: bool = True):
+                 kpt_l1_gain: float = KPT_L1_GAIN, val_batch: int = 32, tensorboard: bool = True):
     """A CornerPoseTrainer class bound to these options (Ultralytics instantiates the class itself).
 
     plateau_patience / stop_patience: epochs without the capped mean corner error improving by at
     least min_delta px before the LR is multiplied by plateau_factor / training stops.
+    kpt_l1_gain: weight of the L1 corner term added to Ultralytics' keypoint loss (pose/loss.py).
     """
 
     class CornerPoseTrainer(PoseTrainer):
         options = dict(data_root=data_root, aug_strength=aug_strength, plateau_patience=plateau_patience,
                        plateau_factor=plateau_factor, min_lr_factor=min_lr_factor, stop_patience=stop_patience,
-                       min_delta=min_delta)
+                       min_delta=min_delta, kpt_l1_gain=kpt_l1_gain)
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -151,6 +153,10 @@ def make_trainer(data_root: str, aug_strength: float = 1.0, plateau_patience: in
             # data.yaml's kpt_oks_sigmas (tight, for the OKS metric) would also set the loss width;
             # the loss keeps the wide default (see pose/data.py).
             self.model.kpt_oks_sigmas = [LOSS_OKS_SIGMA] * NUM_CORNERS
+            # Our keypoint loss (pose/loss.py). Ultralytics builds model.criterion lazily only when it
+            # is None, and strips it from every checkpoint, so setting it here covers training, the
+            # EMA copy's validation loss and a resume alike.
+            self.model.criterion = CornerPoseLoss(self.model, kpt_l1_gain)
 
         # --- validation, plateau, early stopping ------------------------------------------
         def corner_metrics(self) -> dict:
