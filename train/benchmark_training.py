@@ -116,10 +116,8 @@ def bench_corner_aug(args) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    if args.what == "corner-aug":
-        rows = bench_corner_aug(args)
-    else:
-        rows = [bench_data(args)] if args.what == "data" else bench_step(args)
+    bench = {"data": lambda a: [bench_data(a)], "step": bench_step, "corner-aug": bench_corner_aug}
+    rows = bench[args.what](args)
     for r in rows:
         print(json.dumps(r))
     if args.json:
