@@ -319,6 +319,24 @@ def test_out_of_frame_corners_are_augmented_from_the_annotation_not_the_clipped_
     np.testing.assert_allclose(k[:, :2] * [480, 640] - 0.5, off + [60, 0], atol=1.0)
 
 
+def test_dataloader_workers_draw_different_reproducible_augmentations(tmp_path):
+    """Each worker holds a copy of the Compose and its random state; Ultralytics' worker seeding
+    does not reach Albumentations' generators, so without reseeding every worker drew the same
+    augmentations in the same order. The same image twice, one per worker, must differ, and a
+    second loader with the same generator seed must draw the same again."""
+    ds = _one_sample_dataset(tmp_path, CARD, pose_augment.get_corner_transforms())
+
+    def draw():
+        loader = torch.utils.data.DataLoader(ds, batch_size=1, sampler=[0, 0], num_workers=2,
+                                             collate_fn=lambda b: b[0], generator=torch.Generator().manual_seed(0))
+        return [(item["img"], item["keypoints"]) for item in loader]
+
+    (img_a, kpt_a), (img_b, kpt_b) = draw()
+    assert not torch.equal(img_a, img_b) and not torch.equal(kpt_a, kpt_b)
+    again = draw()
+    assert torch.equal(again[0][0], img_a) and torch.equal(again[1][1], kpt_b)
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def test_metrics_on_hand_made_cases_count_a_missed_card_as_failure():

@@ -56,6 +56,20 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path, monkeypatch):
     assert straight["history"][-1]["iou"] == pytest.approx(resumed["history"][-1]["iou"], abs=1e-6)
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_augmentations_are_reproducible(tiny_dataset, tmp_path, workers):
+    # Albumentations seeds a new Compose from OS entropy; every training loader (training, resume,
+    # pruning's calibration and fine-tuning) must still draw the same batches run after run.
+    def first_batch(epoch):
+        args = train.resolve_args(_args(tiny_dataset, tmp_path, "--workers", workers))
+        args.distributed = False
+        _, train_data, _ = train.build_datasets(args)   # a fresh, unseeded Compose each time
+        return next(iter(train.make_loader(train_data, args, True, epoch)))[0]
+
+    assert torch.equal(first_batch(3), first_batch(3))
+    assert not torch.equal(first_batch(3), first_batch(4))
+
+
 def test_early_stopping_stops(tiny_dataset, tmp_path):
     # lr 0: nothing can improve after the first epoch, so patience 1 stops after epoch 1.
     result = train.main(_args(tiny_dataset, tmp_path, "--epochs", "6", "--lr", "0", "--patience", "1"))

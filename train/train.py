@@ -84,13 +84,22 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    ds = info.dataset.dataset if isinstance(info.dataset, Subset) else info.dataset
+    _seed_transforms(torch.utils.data.get_worker_info().dataset, seed)
+
+
+def _seed_transforms(dataset, seed: int) -> None:
+    ds = dataset.dataset if isinstance(dataset, Subset) else dataset
     if ds.transforms is not None:
         ds.transforms.set_random_seed(seed)
 
 
 def make_loader(dataset, args: argparse.Namespace, train: bool, epoch: int) -> DataLoader:
+    # With --workers 0 the augmentations are drawn in this process, from a generator that
+    # Albumentations seeds from OS entropy: seed it per epoch so that every caller (training,
+    # resume, pruning's calibration and fine-tuning) draws the same augmentations on every run.
+    # Workers reseed their own copy in _seed_worker.
+    if train:
+        _seed_transforms(dataset, args.seed * 1000 + epoch)
     sampler = None
     generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
     if args.distributed:
@@ -320,8 +329,7 @@ def main(args: argparse.Namespace) -> dict:
             break
         t0 = time.perf_counter()
         h, w = epoch_size(args, epoch)
-        train_set.transforms = get_training_transforms(h, w)
-        train_set.transforms.set_random_seed(args.seed * 1000 + epoch)
+        train_set.transforms = get_training_transforms(h, w)   # seeded by make_loader
         stats = train_one_epoch(model, make_loader(train_data, args, True, epoch), optimizer, lr_scheduler, scaler,
                                 args, epoch)
         stats.update(evaluate(model, make_loader(val_data, args, False, epoch), args))

@@ -23,6 +23,7 @@ import math
 import os
 
 import numpy as np
+import torch
 from ultralytics.data.augment import Compose, LetterBox
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.engine import trainer as ul_trainer
@@ -61,6 +62,7 @@ class CornerPoseDataset(YOLODataset):
         visible ones); the augmentation starts from the annotation instead."""
         self.corner_transform = corner_transform
         self.true_corners = true_corners or {}
+        self._worker_seed = None
         super().__init__(*args, **kwargs)
 
     def build_transforms(self, hyp):
@@ -79,7 +81,18 @@ class CornerPoseDataset(YOLODataset):
             label = self._augment(label)
         return super().update_labels_info(label)
 
+    def _reseed_in_worker(self) -> None:
+        """Every DataLoader worker holds a copy of the parent's Compose, random state included, and
+        Ultralytics' worker seeding covers numpy and random but not Albumentations' own generators:
+        without this, all workers drew the same augmentations in the same order. worker_info.seed
+        is base seed + worker id, from the loader's seeded generator, so runs are reproducible."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self.corner_transform.set_random_seed(info.seed % 2 ** 32)
+            self._worker_seed = info.seed
+
     def _augment(self, label: dict) -> dict:
+        self._reseed_in_worker()
         img = label["img"]                                   # (h, w, 3) uint8 BGR, as Ultralytics loads it
         h, w = img.shape[:2]
         kpts = label.get("keypoints")                        # (N, K, 3) normalised continuous coordinates
@@ -139,12 +152,18 @@ def make_trainer(data_root: str, aug_strength: float = 1.0, plateau_patience: in
         # --- data -------------------------------------------------------------------------
         def build_dataset(self, img_path, mode="train", batch=None):
             gs = max(int(unwrap_model(self.model).stride.max()), 32)
+            corner_transform = None
+            if mode == "train":
+                corner_transform = get_corner_transforms(aug_strength)
+                # Albumentations seeds a new Compose from OS entropy; --seed decides it instead
+                # (with --workers 0; workers reseed their copy, see _reseed_in_worker).
+                corner_transform.set_random_seed(self.args.seed)
             return CornerPoseDataset(
                 img_path=img_path, imgsz=self.args.imgsz, batch_size=batch, augment=mode == "train", hyp=self.args,
                 rect=self.args.rect or mode == "val", cache=self.args.cache or None, single_cls=False, stride=gs,
                 pad=0.0 if mode == "train" else 0.5, prefix=colorstr(f"{mode}: "), task="pose",
                 classes=self.args.classes, data=self.data, fraction=self.args.fraction if mode == "train" else 1.0,
-                corner_transform=get_corner_transforms(aug_strength) if mode == "train" else None,
+                corner_transform=corner_transform,
                 true_corners={os.path.basename(p): c for p, c in corner_samples(data_root, "train") if c is not None}
                 if mode == "train" else None)
 
