@@ -451,6 +451,9 @@ def trained(corner_dataset, tmp_path_factory):
         raise OSError("network access attempted during corner training")
 
     # Nothing may reach for the network: no hub, no font or weight downloads, no version checks.
+    # Ultralytics caches its font lookup per process, so an earlier test could hide a download.
+    from ultralytics.utils.checks import check_font
+    check_font.__wrapped__.cache_clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket, "getaddrinfo", refuse)
         mp.setattr(socket.socket, "connect", refuse)
@@ -554,31 +557,77 @@ def test_plateau_lowers_the_lr_the_optimizer_uses_and_survives_resume(corner_dat
 
 # ----------------------------------------------------------------------------- export, evaluation, preview
 
-def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained, corner_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def refiner_ckpt(corner_dataset, tmp_path_factory):
+    """One epoch of train_corner_refiner.py on the CPU (the script end to end)."""
+    import train_corner_refiner
+
+    out = tmp_path_factory.mktemp("refiner_run")
+    args = train_corner_refiner.get_args_parser().parse_args([
+        "--data-path", corner_dataset, "--output-dir", str(out), "--epochs", "1", "--batch-size", "4",
+        "--workers", "0", "--device", "cpu", "--quiet"])
+    return train_corner_refiner.main(args)
+
+
+def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained, refiner_ckpt, corner_dataset, tmp_path):
     import onnxruntime as ort
 
     import evaluate_corners
     import export_corners
+    from pose.metrics import decode_tensor
+    from pose.predict import load_checked, to_input
+    from pose.refine import load_refiner, refine_corners
 
     out = tmp_path / "exported"
     args = export_corners.get_args_parser().parse_args([
-        trained["best"], "--output-dir", str(out), "--data-path", corner_dataset, "--latency-runs", "2"])
+        trained["best"], "--output-dir", str(out), "--data-path", corner_dataset, "--latency-runs", "2",
+        "--refiner", refiner_ckpt["best"]])
     meta = export_corners.main(args)
     path = out / "card_corners.onnx"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
+    (inp,) = sess.get_inputs()
     assert (inp.name, inp.type, inp.shape) == ("images", "tensor(float)", [1, 3, 640, 480])
-    assert (outp.type, outp.shape) == ("tensor(float)", [1, 17, 6300])
+    assert [(o.name, o.type, o.shape) for o in sess.get_outputs()] == [
+        ("output0", "tensor(float)", [1, 17, 6300]), ("corners", "tensor(float)", [1, 4, 2]),
+        ("score", "tensor(float)", [1])]
     f = meta["files"][0]
-    assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["precision"] == "fp16"
-    assert "pct_within_5px" in f["test_metrics"]
+    assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["gate"]["max_refined_corner_diff_px"] <= 1.0
+    assert f["precision"] == "fp16" and meta["refiner"]["epochs_run"] == 1
+    assert "pct_within_5px" in f["test_metrics"] and "pct_within_5px" in f["detector_test_metrics"]
     with open(out / "README.md") as fh:
         card = fh.read()
-    assert "## Card corners" in card and "card_corners.onnx" in card and "Decoding the 4 corners" in card
+    assert "## Card corners" in card and "`corners` output" in card and "The detector alone" in card
+
+    # The tiny model finds no card, so the gate compared nothing, and its near-equal anchor scores
+    # let FP16 pick another best anchor than FP32. What the merge must get right: `corners` is the
+    # refiner applied to the file's own output0, and `score` that output's best confidence.
+    refiner = load_refiner(refiner_ckpt["best"])
+    for p, _ in corner_samples(corner_dataset, "test"):
+        x = to_input(load_checked(p)[None])
+        output0, corners, score = sess.run(["output0", "corners", "score"], {"images": x})
+        raw, best = decode_tensor(torch.from_numpy(output0))
+        with torch.no_grad():
+            expected = refine_corners(refiner, torch.from_numpy(x), raw)
+        assert np.abs(corners - expected.numpy()).max() < 1e-3 and np.abs(score - best.numpy()).max() < 1e-6
 
     m_onnx, _ = evaluate_corners.evaluate_corner_model(str(path), corner_dataset, quiet=True)
-    m_pt, _ = evaluate_corners.evaluate_corner_model(trained["best"], corner_dataset, quiet=True)
+    m_pt, _ = evaluate_corners.evaluate_corner_model(trained["best"], corner_dataset, quiet=True,
+                                                     refiner=refiner_ckpt["best"])
     assert m_onnx["images"] == m_pt["images"] and m_onnx["missed_cards"] == m_pt["missed_cards"]
+    assert m_onnx["refined"] and m_pt["refined"]
+
+
+def test_export_without_refiner_keeps_the_detector_contract(trained, corner_dataset, tmp_path):
+    import onnxruntime as ort
+
+    import export_corners
+
+    args = export_corners.get_args_parser().parse_args([
+        trained["best"], "--output-dir", str(tmp_path), "--data-path", corner_dataset, "--latency-runs", "1",
+        "--no-refine", "--skip-eval"])
+    meta = export_corners.main(args)
+    sess = ort.InferenceSession(str(tmp_path / "card_corners.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["output0"] and meta["refiner"] is None
 
 
 def test_export_refuses_missing_mobile_extras(trained, corner_dataset, tmp_path, monkeypatch):
@@ -592,16 +641,20 @@ def test_export_refuses_missing_mobile_extras(trained, corner_dataset, tmp_path,
     assert not os.listdir(tmp_path)
 
 
-def test_evaluate_script_writes_json_and_overlays(trained, corner_dataset, tmp_path):
+def test_evaluate_script_writes_json_and_overlays(trained, refiner_ckpt, corner_dataset, tmp_path):
     import evaluate_corners
 
     args = evaluate_corners.get_args_parser().parse_args([
-        trained["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "m.json"), "--overlays", "3"])
+        trained["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "m.json"), "--overlays", "3",
+        "--refiner", refiner_ckpt["best"]])
     m = evaluate_corners.main(args)
     with open(tmp_path / "m.json") as f:
         saved = json.load(f)
-    assert saved["images"] == m["images"] and "pct_within_10px" in saved
+    assert saved["images"] == m["images"] and "pct_within_10px" in saved and saved["refined"] is True
     assert len(os.listdir(tmp_path / "m_overlays")) == 3
+    args = evaluate_corners.get_args_parser().parse_args([
+        trained["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "d.json"), "--no-refine"])
+    assert evaluate_corners.main(args)["refined"] is False
 
 
 def test_preview_writes_ten_examples(corner_dataset, tmp_path):
@@ -612,3 +665,100 @@ def test_preview_writes_ten_examples(corner_dataset, tmp_path):
     assert len(paths) == 10 and all(os.path.getsize(p) > 0 for p in paths)
     assert os.path.isfile(tmp_path / "p" / "grid.jpg")
     shutil.rmtree(tmp_path / "p")
+
+
+# ----------------------------------------------------------------------------- corner refiner
+
+def _card_image(quad):
+    """Black 480x640 RGB with a white quadrilateral, corners in pixel-centre coordinates."""
+    img = np.zeros((640, 480, 3), np.uint8)
+    cv2.fillPoly(img, [np.round(np.asarray(quad) * 16).astype(np.int32)], (255, 255, 255), cv2.LINE_AA, shift=4)
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at_it(augment):
+    """Each corner's crop has the card towards its bottom right, and the training target is where the
+    corner is in the crop: around it, only the bottom-right quadrant is card. The augmentation's
+    mirror must swap the target with the pixels."""
+    from train_corner_refiner import photometric_and_mirror
+
+    from pose.refine import CROP_PX, extract_crops, rotations
+
+    quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [90.0, 480.0]])
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        jitter = torch.from_numpy(rng.uniform(-15, 15, (4, 2)).astype(np.float32))
+        rot = rotations()
+        crops = extract_crops(_card_image(quad), (torch.from_numpy(quad).float() + 0.5 - jitter)[None], rot)
+        target = (rot.transpose(-1, -2) @ jitter[..., None])[..., 0]
+        if augment:
+            crops, target = photometric_and_mirror(crops, target, rng)
+        for k in range(4):
+            cx, cy = (target[k] + (CROP_PX - 1) / 2).tolist()       # the corner, in crop pixel indices
+
+            def at(dx, dy, crop=crops[k], cx=cx, cy=cy):
+                return float(crop[:, int(round(cy + dy)), int(round(cx + dx))].mean())
+            assert at(5, 5) > at(-5, -5) + 0.3 and at(5, 5) > at(5, -5) + 0.3 and at(5, 5) > at(-5, 5) + 0.3, k
+
+
+def test_refine_stage_onnx_matches_pytorch():
+    """Decoding + refinement exported to ONNX (what export_corners.py appends to the detector) gives
+    PyTorch's corners, including a corner outside the frame that passes through unrefined."""
+    import onnxruntime as ort
+
+    import export_corners
+    from pose.metrics import decode_tensor
+    from pose.refine import CornerRefiner, DecodeAndRefine
+
+    torch.manual_seed(0)
+    refiner = CornerRefiner().eval()
+    quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [-20.0, 480.0]])
+    images = _card_image(quad)
+    output0 = torch.zeros(1, 17, export_corners.NUM_ANCHORS)
+    output0[0, :4, :3] = torch.tensor([240.0, 320.0, 300.0, 400.0])[:, None]
+    output0[0, 4, :3] = torch.tensor([0.9, 0.85, 0.3])
+    for j in range(3):
+        kp = torch.from_numpy(quad + 0.5 + j).float()
+        output0[0, 5:, j] = torch.cat([kp, torch.ones(4, 1)], 1).reshape(-1)
+    with torch.no_grad():
+        ref_corners, ref_score = DecodeAndRefine(refiner)(images, output0)
+        raw, _ = decode_tensor(output0)
+    sess = ort.InferenceSession(export_corners.refine_stage_onnx(refiner, 17).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    corners, score = sess.run(["corners", "score"], {"images": images.numpy(), "output0": output0.numpy()})
+    assert np.abs(corners - ref_corners.numpy()).max() < 1e-3 and abs(score[0] - 0.9) < 1e-6
+    assert torch.equal(ref_corners[0, 3], raw[0, 3]), "a corner outside the frame is not refined"
+    assert not torch.equal(ref_corners[0, :3], raw[0, :3])
+
+
+def test_refiner_training_writes_checkpoints_resumes_and_loads(refiner_ckpt, corner_dataset, tmp_path):
+    import train_corner_refiner
+
+    from pose.refine import CornerRefiner, load_refiner
+
+    assert os.path.isfile(refiner_ckpt["best"]) and os.path.isfile(refiner_ckpt["last"])
+    rows = _read_csv(os.path.join(refiner_ckpt["output_dir"], "metrics.csv"))
+    assert len(rows) == 1 and float(rows[0]["val_jitter_mean_px"]) > 0
+    assert isinstance(load_refiner(refiner_ckpt["best"]), CornerRefiner)
+
+    run = tmp_path / "run"
+    shutil.copytree(refiner_ckpt["output_dir"], run)
+    args = train_corner_refiner.get_args_parser().parse_args([
+        "--data-path", corner_dataset, "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+        "--quiet", "--resume", str(run / "last.pt")])
+    result = train_corner_refiner.main(args)
+    assert [r["epoch"] for r in result["history"]] == [0, 1] and result["output_dir"] == str(run)
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="bad.pt"):
+        load_refiner(str(bad))
+
+
+def test_refiner_refuses_a_dataset_without_corners(tmp_path):
+    import train_corner_refiner
+
+    write_dataset(tmp_path, {}, images=["a.jpg"], other_annotated=False)
+    with pytest.raises(DataError, match="no annotated corners"):
+        train_corner_refiner.CornerCrops(str(tmp_path), "train", 6.0, augment=False, seed=0)

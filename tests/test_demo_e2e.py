@@ -176,7 +176,7 @@ def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path)
     from pose.predict import load_checked, to_input
 
     make_dataset(tmp_path, 0, 4, seed=4242, workers=1)
-    path = next(p for p, c in corner_samples(str(tmp_path), "test") if c is not None)
+    path, truth = next((p, c) for p, c in corner_samples(str(tmp_path), "test") if c is not None)
     x = to_input(load_checked(path)[None])                        # (1, 3, 640, 480) float32 0..1
     pixels = base64.b64encode(np.round(x * 255).astype(np.uint8).tobytes()).decode()
 
@@ -198,17 +198,26 @@ def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path)
             const x = new Float32Array(bytes.length);
             for (let i = 0; i < bytes.length; i++) x[i] = bytes[i] / 255;
             const feeds = {[session.inputNames[0]]: new ort.Tensor('float32', x, [1, 3, 640, 480])};
-            const y = (await session.run(feeds))[session.outputNames[0]];
-            return {inputs: session.inputNames, dims: y.dims, type: y.type, data: Array.from(y.data)};
+            const out = await session.run(feeds);
+            const y = out.output0;
+            return {inputs: session.inputNames, outputs: session.outputNames, dims: y.dims, type: y.type,
+                    data: Array.from(y.data), corners: Array.from(out.corners.data),
+                    score: Array.from(out.score.data)};
         }""", pixels)
     finally:
         browser.close()
-    assert result["inputs"] == ["images"]
+    assert result["inputs"] == ["images"] and result["outputs"] == ["output0", "corners", "score"]
     assert result["dims"] == [1, 17, 6300] and result["type"] == "float32"
     web = np.array(result["data"], np.float32).reshape(1, 17, 6300)
-    native = ort.InferenceSession(CORNER_MODEL, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    native, native_corners, native_score = ort.InferenceSession(
+        CORNER_MODEL, providers=["CPUExecutionProvider"]).run(None, {"images": x})
     assert np.abs(web[:, 4] - native[:, 4]).max() < 1e-2, "confidences"
     corners_web, score, found = decode(web)
     corners_native, _, _ = decode(native)
     assert found[0] and score[0] > 0.5, "the card in the frame is found"
     assert np.linalg.norm(corners_web - corners_native, axis=-1).max() <= 1.0
+    # The refined output (the refiner's GridSample included) agrees too, and lands on the card.
+    refined_web = np.array(result["corners"], np.float32).reshape(1, 4, 2)
+    assert abs(result["score"][0] - native_score[0]) < 1e-2
+    assert np.linalg.norm(refined_web - native_corners, axis=-1).max() <= 1.0
+    assert np.linalg.norm(refined_web[0] - 0.5 - truth, axis=-1).max() <= 10.0

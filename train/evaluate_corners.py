@@ -8,8 +8,10 @@ Reports, in pixels of the 480x640 image: % of corners within 5, 10 and 20 px (ov
 corner), % of images with all 4 corners within each, mean / median / 95th percentile error. A
 card the model misses counts as a failure for all its corners, never as a smaller denominator;
 corners outside the frame are left out and counted. Images without a card report how often a
-card was claimed. Writes JSON (default: next to the model) and, with --overlays N, the N worst
-images with truth (green) and prediction (red), corners numbered 1-4 from top-left.
+card was claimed. The corners scored are the refined ones (pose/refine.py: inside an exported
+.onnx, --refiner for a .pt); --no-refine scores the detector alone. Writes JSON (default: next to
+the model) and, with --overlays N, the N worst images with truth (green) and prediction (red),
+corners numbered 1-4 from top-left.
 """
 
 from __future__ import annotations
@@ -31,15 +33,19 @@ from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path,
 from pose.data import corner_samples  # noqa: E402
 from pose.metrics import DEFAULT_CONF, format_table  # noqa: E402
 from pose.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
+from pose.refine import DEFAULT_REFINER, load_refiner  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-def load_runner(path: str, device: str = "cpu", threads: int = 0) -> Runner:
-    """.onnx through onnxruntime (CPU), .pt through Ultralytics (FP32 on `device`)."""
+def load_runner(path: str, device: str = "cpu", threads: int = 0, refine: bool = True,
+                refiner: str = DEFAULT_REFINER) -> Runner:
+    """.onnx through onnxruntime (CPU; its refiner is inside the file), .pt through Ultralytics
+    (FP32 on `device`) followed by the `refiner` checkpoint. refine=False: the detector alone."""
     if path.endswith(".onnx"):
-        return onnx_runner(path, threads)
-    return torch_runner(load_pose_model(path).model.float().to(device).eval())
+        return onnx_runner(path, threads, refine)
+    model = load_pose_model(path).model.float().to(device).eval()
+    return torch_runner(model, load_refiner(resolve_path(refiner), device) if refine else None)
 
 
 def draw(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None) -> np.ndarray:
@@ -78,14 +84,15 @@ def jsonable(m: dict) -> dict:
 
 
 def evaluate_corner_model(model_path: str, data_path: str, split: str = "test", conf: float = DEFAULT_CONF,
-                          batch_size: int = 16, device: str = "cpu", limit: int = 0, quiet: bool = False
-                          ) -> tuple[dict, dict]:
+                          batch_size: int = 16, device: str = "cpu", limit: int = 0, quiet: bool = False,
+                          refine: bool = True, refiner: str = DEFAULT_REFINER) -> tuple[dict, dict]:
     samples = corner_samples(data_path, split)
     if limit:
         samples = samples[:limit]
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc="evaluate", unit="batch"))
-    metrics, raw = evaluate_runner(load_runner(model_path, device), samples, batch_size, conf, progress)
-    metrics.update(model=os.path.basename(model_path), data_path=data_path, split=split, conf=conf)
+    runner = load_runner(model_path, device, refine=refine, refiner=refiner)
+    metrics, raw = evaluate_runner(runner, samples, batch_size, conf, progress)
+    metrics.update(model=os.path.basename(model_path), data_path=data_path, split=split, conf=conf, refined=refine)
     return metrics, raw
 
 
@@ -94,7 +101,7 @@ def main(args: argparse.Namespace) -> dict:
     if not os.path.isfile(model_path):
         raise DataError(f"{model_path} does not exist")
     metrics, raw = evaluate_corner_model(model_path, data_path, args.split, args.conf, args.batch_size,
-                                         args.device, args.limit)
+                                         args.device, args.limit, refine=not args.no_refine, refiner=args.refiner)
     print(format_table(metrics))
     json_path = resolve_path(args.json or os.path.splitext(model_path)[0] + f"_corners_{args.split}.json")
     atomic_write_bytes(json_path, (json.dumps(jsonable(metrics), indent=1) + "\n").encode(), fsync=False)
@@ -110,6 +117,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("model", help="train_corners.py weights (.pt) or export_corners.py output (.onnx)")
     p.add_argument("--data-path", default=DEFAULT_DATASET)
     p.add_argument("--split", default="test")
+    p.add_argument("--refiner", default=DEFAULT_REFINER, help=".pt only: train_corner_refiner.py checkpoint "
+                   "applied after the detector (an .onnx file carries its own)")
+    p.add_argument("--no-refine", action="store_true", help="score the detector's corners alone")
     p.add_argument("--conf", type=float, default=DEFAULT_CONF, help="below this confidence there is no card")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help=".pt only: e.g. cuda:0")

@@ -1,20 +1,28 @@
-"""Export a corner checkpoint to ONNX (FP16 weights, float32 input/output) behind a parity gate.
+"""Export a corner checkpoint, with the corner refiner appended, to ONNX behind a parity gate.
 
     python train/export_corners.py train/runs/corners/yolo12n_pose/weights/best.pt
+    python train/export_corners.py best.pt --refiner train/runs/corner_refiner/best.pt
+    python train/export_corners.py best.pt --no-refine                      # the detector alone
     python train/export_corners.py best.pt --formats onnx,tflite,coreml     # mobile extras, if installed
 
 Writes train/exported_models/card_corners.onnx, card_corners.json (what was measured) and
 re-renders the model card. Graph contract (documented in the model card):
     input  "images":  float32 [1, 3, 640, 480], RGB, 0..1
-    output "output0": float32 [1, 17, 6300], decoded by pose/metrics.decode (one card: the best
-                      anchor's confidence, corners averaged over the anchors that agree with it)
-The gate runs onnx.checker, then onnxruntime CPU against the PyTorch FP32 model on real test
-images: the decoded corners must agree within 1 px and the card found / not found alike. A file
-that fails is never moved into place and the script exits non-zero.
+    output "output0": float32 [1, 17, 6300], the detector's candidates, decoded by
+                      pose/metrics.decode_tensor (one card: the best anchor's confidence, corners
+                      averaged over the anchors that agree with it)
+    output "corners": float32 [1, 4, 2], those corners refined (pose/refine.py), continuous px
+    output "score":   float32 [1], the card's confidence
+The detector is FP16 (weights and compute); the decoding and the refiner (--refiner, default the
+committed checkpoints/card_corner_refiner.pt) are FP32 and appended to the same graph. The gate
+runs onnx.checker, then onnxruntime CPU against PyTorch FP32 on real test images: the refined
+corners and the decoded output0 must each agree within 1 px and the card found / not found alike.
+A file that fails is never moved into place and the script exits non-zero.
 
 tflite (LiteRT) and coreml go through Ultralytics' exporters with their default precision and
 need their packages (`pip install litert-torch ai-edge-litert`, `pip install "coremltools>=9"`);
-they are written next to the ONNX file without a gate of ours.
+they hold the detector alone (no refiner) and are written next to the ONNX file without a gate
+of ours.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
@@ -32,14 +41,29 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import torch  # noqa: E402
 
 import model_card  # noqa: E402
 from common import DEFAULT_DATASET, EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, DataError, resolve_path, run_script  # noqa: E402,E501
 from evaluate_corners import jsonable  # noqa: E402
 from export import machine_description, onnx_latencies, sha256, to_fp16  # noqa: E402
-from pose.data import corner_samples  # noqa: E402
-from pose.metrics import DEFAULT_CONF, decode  # noqa: E402
-from pose.predict import load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402
+from pose.data import (
+    NUM_CORNERS,  # noqa: E402
+    corner_samples,  # noqa: E402
+)
+from pose.metrics import DEFAULT_CONF  # noqa: E402
+from pose.predict import (  # noqa: E402
+    INPUT_NAME,
+    RAW_OUTPUT,
+    REFINED_OUTPUT,
+    SCORE_OUTPUT,
+    load_checked,
+    load_pose_model,
+    onnx_runner,
+    torch_runner,
+)
+from pose.refine import DEFAULT_REFINER, DecodeAndRefine, load_refiner  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +71,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 GATE_MAX_CORNER_DIFF_PX = 1.0
 GATE_IMAGES = 16
+# The detector's candidates at 640x480: one per cell of its stride-8, 16 and 32 grids.
+NUM_ANCHORS = sum((IMAGE_HEIGHT // s) * (IMAGE_WIDTH // s) for s in (8, 16, 32))
 # Ultralytics' name for each extra format, and the modules it needs (checked first: Ultralytics
 # would try to pip-install them, which must not happen offline).
 EXTRA_FORMATS = {"tflite": ("litert", ["litert_torch", "ai_edge_litert"], "pip install litert-torch ai-edge-litert"),
@@ -81,25 +107,73 @@ def gate_images(data_path: str, n: int) -> np.ndarray:
     return np.stack([load_checked(p) for p in samples])
 
 
-def parity_gate(onnx_path: str, model, images: np.ndarray) -> dict:
-    """Decoded corners of the ONNX file vs the PyTorch FP32 model on the same images."""
-    import onnx
+def refine_stage_onnx(refiner, opset: int) -> onnx.ModelProto:
+    """pose.refine.DecodeAndRefine as an FP32 ONNX graph: inputs `images` and `output0` (named as
+    the detector's input and output, so appending it wires itself), outputs `corners`, `score`."""
+    stage = DecodeAndRefine(refiner).float().eval()
+    images = torch.zeros(1, 3, IMAGE_HEIGHT, IMAGE_WIDTH)
+    output0 = torch.zeros(1, 5 + 3 * NUM_CORNERS, NUM_ANCHORS)
+    output0[:, 2:5] = 1.0      # a valid box and score, so tracing sees the real path
+    buf = io.BytesIO()
+    torch.onnx.export(stage, (images, output0), buf, input_names=[INPUT_NAME, RAW_OUTPUT],
+                      output_names=[REFINED_OUTPUT, SCORE_OUTPUT], opset_version=opset, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def append_refiner(detector: onnx.ModelProto, stage: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph: the detector's nodes, then the refine stage's (its tensors prefixed `refine/`),
+    reading the detector's `images` input and `output0` output. `output0` stays an output, so
+    code written against the detector alone keeps working."""
+    stage = onnx.compose.add_prefix(stage, "refine/")
+    rename = {"refine/" + n: n for n in (INPUT_NAME, RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT)}
+    for node in stage.graph.node:
+        node.input[:] = [rename.get(x, x) for x in node.input]
+        node.output[:] = [rename.get(x, x) for x in node.output]
+    merged = onnx.ModelProto()
+    merged.CopyFrom(detector)
+    merged.graph.node.extend(stage.graph.node)
+    merged.graph.initializer.extend(stage.graph.initializer)
+    for out in stage.graph.output:
+        out.name = rename[out.name]
+        merged.graph.output.append(out)
+    return merged
+
+
+def parity_gate(onnx_path: str, model, images: np.ndarray, refiner=None) -> dict:
+    """Corners of the ONNX file vs PyTorch FP32 on the same images: the refined output against the
+    detector + refiner in PyTorch, and the decoded output0 against the detector alone."""
     onnx.checker.check_model(onnx.load(onnx_path), full_check=True)
-    ref_k, ref_s, ref_f = decode(torch_runner(model)(images), DEFAULT_CONF)
-    out_k, out_s, out_f = decode(onnx_runner(onnx_path)(images), DEFAULT_CONF)
-    both = ref_f & out_f
-    diff = float(np.linalg.norm(out_k[both] - ref_k[both], axis=-1).max()) if both.any() else 0.0
-    result = {"max_corner_diff_px": round(diff, 4), "max_score_diff": round(float(np.abs(out_s - ref_s).max()), 5),
-              "found_mismatches": int((ref_f != out_f).sum()), "images": int(len(images)),
-              "max_allowed_px": GATE_MAX_CORNER_DIFF_PX}
-    if result["found_mismatches"] or diff > GATE_MAX_CORNER_DIFF_PX:
+    result = {"images": int(len(images)), "max_allowed_px": GATE_MAX_CORNER_DIFF_PX}
+    pairs = [("", torch_runner(model), onnx_runner(onnx_path, refine=False))]
+    if refiner is not None:
+        pairs.insert(0, ("refined_", torch_runner(model, refiner), onnx_runner(onnx_path, refine=True)))
+    for prefix, ref_run, out_run in pairs:
+        (ref_k, ref_s), (out_k, out_s) = ref_run(images), out_run(images)
+        ref_f, out_f = ref_s >= DEFAULT_CONF, out_s >= DEFAULT_CONF
+        both = ref_f & out_f
+        diff = float(np.linalg.norm(out_k[both] - ref_k[both], axis=-1).max()) if both.any() else 0.0
+        result[f"max_{prefix}corner_diff_px"] = round(diff, 4)
+        result["max_score_diff"] = round(float(np.abs(out_s - ref_s).max()), 5)
+        result["found_mismatches"] = result.get("found_mismatches", 0) + int((ref_f != out_f).sum())
+        if diff > GATE_MAX_CORNER_DIFF_PX:
+            result["failed"] = f"{prefix or 'detector_'}corners"
+    if result["found_mismatches"] or "failed" in result:
         raise GateError(f"{os.path.basename(onnx_path)} failed the parity gate: {result}")
     return result
 
 
+def refiner_summary(path: str, note: str | None = None) -> dict:
+    """What the refiner checkpoint says about its training."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    a, h = ckpt.get("args") or {}, ckpt.get("history") or []
+    keep = ("epochs", "batch_size", "lr", "jitter_px", "seed")
+    return {"checkpoint": os.path.basename(path), "note": note, "epoch": ckpt.get("epoch"),
+            "args": {k: a[k] for k in keep if k in a}, "val_mean_px": ckpt.get("val_mean_px"), "epochs_run": len(h),
+            "train_minutes": round(sum(r.get("epoch_s", 0) for r in h) / 60, 1)}
+
+
 def training_summary(ckpt_path: str, note: str | None = None) -> dict:
     """What the checkpoint says about its training (Ultralytics keeps train_args and the last metrics)."""
-    import torch
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     a = ckpt.get("train_args") or {}
     m = ckpt.get("train_metrics") or {}
@@ -124,41 +198,57 @@ def main(args: argparse.Namespace) -> dict:
                 raise DataError(f"--formats {fmt} needs {', '.join(missing)}: {EXTRA_FORMATS[fmt][2]} (optional "
                                 "extras, not in requirements.txt)")
     model = load_pose_model(ckpt_path).model.float().eval()
+    refiner_path = None if args.no_refine else resolve_path(args.refiner)
+    refiner = load_refiner(refiner_path) if refiner_path else None
     images = gate_images(data_path, args.gate_images)
     os.makedirs(out_dir, exist_ok=True)
     meta = {"name": args.name, "kind": "corners", "checkpoint": os.path.basename(ckpt_path),
             "export_command": args.export_command or "python train/export_corners.py " + " ".join(sys.argv[1:]),
             "machine": machine_description(), "onnxruntime": __import__("onnxruntime").__version__,
-            "training": training_summary(ckpt_path, args.training_note), "files": []}
+            "training": training_summary(ckpt_path, args.training_note),
+            "refiner": refiner_summary(refiner_path, args.refiner_note) if refiner_path else None, "files": []}
     if "onnx" in formats:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staged-") as stage:
             # FP32 from Ultralytics (its graph, names and metadata), then our FP16 conversion.
             staged = ultralytics_export(ckpt_path, "onnx", stage, args.name, half=False, opset=args.opset,
                                         simplify=False)
-            import onnx
-            onnx.save(to_fp16(onnx.load(staged)), staged)
+            graph = to_fp16(onnx.load(staged))
+            timed = [staged]
+            if refiner is not None:   # FP32: 0.1 M parameters, and sub-pixel coordinates need FP32
+                detector_only = os.path.join(stage, "detector_only.onnx")
+                onnx.save(graph, detector_only)
+                timed.append(detector_only)
+                graph = append_refiner(graph, refine_stage_onnx(refiner, args.opset))
+            onnx.save(graph, staged)
             try:
-                gate = parity_gate(staged, model, images)
+                gate = parity_gate(staged, model, images, refiner)
             except GateError as e:
                 logger.error("%s", e)
                 raise SystemExit(1) from None
+            # Interleaved in one run, so the refiner's cost is measured against the detector alone.
+            latencies = onnx_latencies(timed, args.latency_runs)
             path = os.path.join(out_dir, args.name + ".onnx")
             os.replace(staged, path)
         logger.info("%s: passed the gate (max corner difference %.3f px over %d images), %.2f MB",
-                    os.path.basename(path), gate["max_corner_diff_px"], gate["images"], os.path.getsize(path) / 1e6)
+                    os.path.basename(path), gate.get("max_refined_corner_diff_px", gate["max_corner_diff_px"]),
+                    gate["images"], os.path.getsize(path) / 1e6)
         info = {"file": os.path.basename(path), "precision": "fp16", "opset": args.opset, "gate": gate,
                 "size_bytes": os.path.getsize(path), "sha256": sha256(path),
-                "cpu_latency_ms": round(onnx_latencies([path], args.latency_runs)[0], 1),
-                "latency_runs": args.latency_runs}
+                "cpu_latency_ms": round(latencies[0], 1), "latency_runs": args.latency_runs}
+        if refiner is not None:
+            info["detector_cpu_latency_ms"] = round(latencies[1], 1)
         if not args.skip_eval:
             from evaluate_corners import evaluate_corner_model
             eval_path = resolve_path(args.eval_data_path or args.data_path)
-            m, _ = evaluate_corner_model(path, eval_path, "test", quiet=True)
-            info["test_metrics"] = jsonable({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
-                                             if k not in ("model", "data_path", "split")}) | {
-                "dataset": args.eval_dataset_note or eval_path}
-            logger.info("%s on %s: %.2f %% within 5 px, %.2f %% within 10 px, mean %.2f px", info["file"], eval_path,
-                        m["pct_within_5px"], m["pct_within_10px"], m["mean_px"])
+            # The file's own outputs; with a refiner inside, the detector's output0 alone as well.
+            for key, refine in (("test_metrics", True), ("detector_test_metrics", False))[:2 if refiner else 1]:
+                m, _ = evaluate_corner_model(path, eval_path, "test", quiet=True, refine=refine)
+                info[key] = jsonable({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
+                                      if k not in ("model", "data_path", "split")}) | {
+                    "dataset": args.eval_dataset_note or eval_path}
+                logger.info("%s (%s) on %s: %.2f %% within 5 px, %.2f %% within 10 px, mean %.2f px", info["file"],
+                            "refined" if refine else "detector alone", eval_path, m["pct_within_5px"],
+                            m["pct_within_10px"], m["mean_px"])
         meta["files"].append(info)
         with open(os.path.join(out_dir, args.name + ".json"), "w") as f:
             json.dump(meta, f, indent=1)
@@ -177,12 +267,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 add_help=add_help)
     p.add_argument("checkpoint", help="train_corners.py weights/best.pt")
     p.add_argument("--name", default="card_corners")
+    p.add_argument("--refiner", default=DEFAULT_REFINER, help="train_corner_refiner.py checkpoint built into the "
+                   "ONNX graph (outputs `corners`, `score`)")
+    p.add_argument("--no-refine", action="store_true", help="export the detector alone (output0 only)")
     p.add_argument("--output-dir", default=EXPORT_DIR)
     p.add_argument("--formats", default="onnx", help="comma-separated: onnx, tflite, coreml")
     p.add_argument("--data-path", default=DEFAULT_DATASET, help="dataset whose test images feed the parity gate")
     p.add_argument("--eval-data-path", default=None, help="dataset for the model card's metrics (default: --data-path)")
     p.add_argument("--eval-dataset-note", default=None, help="how that dataset was made, for the model card")
     p.add_argument("--training-note", default=None, help="how the checkpoint was trained, for the model card")
+    p.add_argument("--refiner-note", default=None, help="how the refiner was trained, for the model card")
     p.add_argument("--gate-images", type=int, default=GATE_IMAGES)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)

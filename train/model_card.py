@@ -56,38 +56,53 @@ def _mb(n: int) -> str:
 
 CORNER_DOC = f"""## Card corners: `card_corners.onnx`
 
-YOLO12n-pose (Ultralytics 8.4.190), one class (card), 4 keypoints, trained by
-`train/train_corners.py`, exported by `train/export_corners.py`. FP16 weights and compute with
-float32 input and output, opset 17: onnxruntime-web (WASM and WebGPU), ONNX Runtime Mobile
-(Android / iOS, the `onnxruntime-android` and `onnxruntime-objc`/`onnxruntime-c` packages, CPU,
-NNAPI or CoreML execution providers) and native onnxruntime run it as is.
+Two stages in one graph:
+1. YOLO12n-pose (Ultralytics 8.4.190), one class (card), 4 keypoints, trained by
+   `train/train_corners.py`: finds the card and its corners to within a few pixels. FP16 weights
+   and compute.
+2. The corner refiner (`train/pose/refine.py`, 0.1 M parameters, FP32), trained by
+   `train/train_corner_refiner.py`: looks at a 64 x 64 px crop around each corner and moves it onto
+   the card's edges.
+
+Exported by `train/export_corners.py`, float32 input and outputs, opset 17: onnxruntime-web (WASM
+and WebGPU; checked in Chromium with WASM), ONNX Runtime Mobile (Android / iOS, the
+`onnxruntime-android` and `onnxruntime-objc`/`onnxruntime-c` packages, CPU, NNAPI or CoreML
+execution providers; the refiner's `GridSample` runs on the CPU provider where an accelerator
+lacks it) and native onnxruntime run it as is.
 
 ### Input `images`
 - float32 `[1, 3, {IMAGE_HEIGHT}, {IMAGE_WIDTH}]` (N, C, H, W): the same 480 wide x 640 high portrait crop as the
   segmentation model, RGB, values 0..1 (pixel / 255). No mean/std normalisation.
 
-### Output `output0`
+### Outputs `corners` and `score`: the answer
+- `corners` float32 `[1, 4, 2]`: x, y of the top-left, top-right, bottom-right and bottom-left
+  corners (clockwise from the corner with the smallest x + y, as in `corner_annotations.json`), in
+  pixels of the 480x640 input, continuous coordinates: the image spans 0..480 and 0..640, so the
+  centre of the top-left pixel is (0.5, 0.5). Subtract 0.5 for pixel-index coordinates (the
+  annotations' convention). A corner the detector places outside the image is passed through
+  unrefined.
+- `score` float32 `[1]`: card confidence, 0..1. Below 0.25 there is no card and `corners` means
+  nothing.
+
+To draw on the camera frame, scale the corners by the crop's factor and add its offset.
+
+### Output `output0`: the detector's raw candidates
 - float32 `[1, 17, 6300]`: 6300 candidate detections (anchors of the 80x60, 40x30 and 20x15 grids,
-  strides 8, 16, 32), 17 values each, in pixels of the 480x640 input (continuous coordinates: the
-  image spans 0..480 and 0..640, so the centre of the top-left pixel is (0.5, 0.5)):
+  strides 8, 16, 32), 17 values each, in the same continuous pixel coordinates:
   - rows 0-3: card box centre x, centre y, width, height;
   - row 4: card confidence, 0..1 (sigmoid applied);
-  - rows 5-16: corners `x, y, visibility` for top-left, top-right, bottom-right, bottom-left
-    (clockwise from the corner with the smallest x + y, as in `corner_annotations.json`);
-    visibility 0..1 is the model's belief that the corner is inside the frame.
+  - rows 5-16: corners `x, y, visibility` in the order above; visibility 0..1 is the model's
+    belief that the corner is inside the frame.
 
-### Decoding the 4 corners
-1. `best` = the anchor with the highest confidence (row 4). Below 0.25 there is no card.
+The graph decodes it as follows before refining (a file exported with `--no-refine` has this
+output only, and this is how to read it):
+1. `best` = the anchor with the highest confidence (row 4); that confidence is `score`.
 2. Take every anchor whose confidence is at least 0.9 x the best and whose box overlaps the best
    box with IoU >= 0.6; each corner is the confidence-weighted mean of those anchors' corners
    (rows 5-16). A plain argmax works too, but neighbouring anchors score almost alike and their
    corners differ by a few pixels, so the mean is steadier from frame to frame and more accurate.
-3. To draw on the camera frame, scale these continuous coordinates by the crop's factor and add its
-   offset; subtract 0.5 afterwards only if you want pixel-index coordinates (the annotations'
-   convention: the centre of the top-left pixel is (0, 0)).
 
-`train/pose/metrics.py` (`decode`) is the reference implementation; the parity gate and every
-figure below use it.
+`train/pose/metrics.py` (`decode_tensor`) is that decoding, and the same function is in the graph.
 """
 
 
@@ -96,18 +111,26 @@ def _corner_section(meta: dict) -> str:
              "vs PyTorch FP32 | sha256 |", "|---|---|---|---|---|---|---|"]
     for f in meta["files"]:
         g = f["gate"]
-        lines.append(f"| `{f['file']}` | {f['precision'].upper()} weights, float32 IO | {_mb(f['size_bytes'])} | "
+        diff = f"{g['max_corner_diff_px']:.3f} px"
+        if "max_refined_corner_diff_px" in g:
+            diff = f"`corners` {g['max_refined_corner_diff_px']:.3f} px, `output0` {diff}"
+        precision = f"{f['precision'].upper()} weights" + (" (refiner FP32)" if meta.get("refiner") else "")
+        lines.append(f"| `{f['file']}` | {precision}, float32 IO | {_mb(f['size_bytes'])} | "
                      f"{f['opset']} | {f['cpu_latency_ms']} ms ({f['latency_runs']} runs) | "
-                     f"{g['max_corner_diff_px']:.3f} px ({g['images']} images, limit {g['max_allowed_px']} px) | "
-                     f"`{f['sha256'][:16]}` |")
+                     f"{diff} ({g['images']} images, limit {g['max_allowed_px']} px) | `{f['sha256'][:16]}` |")
     lines += ["", f"Measured on: {meta['machine']}, onnxruntime {meta['onnxruntime']}, 1x3x640x480, default thread "
               "count.", ""]
+    for f in meta["files"]:
+        if f.get("detector_cpu_latency_ms"):
+            lines += [f"The refiner's cost: the same graph without it ran at {f['detector_cpu_latency_ms']} ms in the "
+                      f"same interleaved run ({f['cpu_latency_ms'] / f['detector_cpu_latency_ms']:.2f}x).", ""]
     for f in meta["files"]:
         m = f.get("test_metrics")
         if not m:
             continue
-        lines += [f"Test-split corner accuracy of `{f['file']}` itself (`train/evaluate_corners.py`, {m['images']} "
-                  f"images with a card, {m['corners']} corners inside the frame; {m['dataset']}):", "",
+        output = "its `corners` output" if m.get("refined") and meta.get("refiner") else "`output0` decoded"
+        lines += [f"Test-split corner accuracy of `{f['file']}` itself, {output} (`train/evaluate_corners.py`, "
+                  f"{m['images']} images with a card, {m['corners']} corners inside the frame; {m['dataset']}):", "",
                   "| | <= 5 px | <= 10 px | <= 20 px |", "|---|---|---|---|"]
 
         def pct(key, m=m):
@@ -124,6 +147,12 @@ def _corner_section(meta: dict) -> str:
                   f"{px('p95_px')}; {m['missed_cards']} cards missed (counted as failures)"
                   + (f"; a card claimed on {m['false_positive_pct']:.2f} % of {m['negative_images']} card-free images"
                      if m.get("negative_images") else "") + ".", ""]
+        d = f.get("detector_test_metrics")
+        if d:
+            lines += [f"The detector alone (`output0` decoded, `evaluate_corners.py --no-refine`) on the same images: "
+                      f"{pct('pct_within_5px', d)} within 5 px, {pct('pct_within_10px', d)} within 10 px, "
+                      f"{pct('pct_within_20px', d)} within 20 px; mean {px('mean_px', d)}, median "
+                      f"{px('median_px', d)}, 95th percentile {px('p95_px', d)}.", ""]
         target = m.get("pct_within_5px") is not None and m["pct_within_5px"] >= 95 and m["pct_within_10px"] >= 99
         lines += [("Target (>= 95 % within 5 px, >= 99 % within 10 px): **met**." if target else
                    "Target (>= 95 % within 5 px, >= 99 % within 10 px): **not met** by this model."), ""]
@@ -139,6 +168,15 @@ def _corner_section(meta: dict) -> str:
             lines.append(f"- validation corners of the saved epoch (Ultralytics run log): mean {v.get('mean_px')} px, "
                          f"{v.get('pct_within_5px')} % within 5 px")
         lines.append("")
+    r = meta.get("refiner")
+    if r:
+        a = r.get("args") or {}
+        lines += ["Refiner:", "", f"- `{r['checkpoint']}`: {r['epochs_run']} epochs ({r['train_minutes']} min), "
+                  + ", ".join(f"`{k}={v}`" for k, v in a.items())
+                  + (f"; validation (jittered crops of its own test split) {r['val_mean_px']:.2f} px mean error"
+                     if r.get("val_mean_px") is not None else ""), ""]
+        if r.get("note"):
+            lines.insert(-1, f"- {r['note']}")
     lines += ["Reproduce:", "", "```", meta["export_command"], "```", ""]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ the argmax alone flipped between them under FP16 rounding (32 px jumps) and was 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from pose.data import CORNER_NAMES, NUM_CORNERS
 
@@ -33,29 +34,31 @@ AGREE_SCORE_FRACTION = 0.9
 AGREE_MIN_IOU = 0.6
 
 
-def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(4,) and (4, N) cx, cy, w, h -> (N,) IoU."""
-    lo = np.maximum(box[:2, None] - box[2:, None] / 2, boxes[:2] - boxes[2:] / 2)
-    hi = np.minimum(box[:2, None] + box[2:, None] / 2, boxes[:2] + boxes[2:] / 2)
-    inter = np.clip(hi - lo, 0, None).prod(0)
-    return inter / (box[2] * box[3] + boxes[2] * boxes[3] - inter + 1e-9)
+def decode_tensor(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """output (B, 5 + 3K, N) -> corners (B, K, 2) continuous px (as the output), score (B,).
+
+    Plain tensor operations only: the same code runs here and inside card_corners.onnx."""
+    boxes, score = output[:, :4], output[:, 4]                                   # (B, 4, N), (B, N)
+    best_score, best = score.max(-1)                                             # (B,)
+    best_box = torch.gather(boxes, 2, best[:, None, None].expand(-1, 4, 1))      # (B, 4, 1)
+    lo = torch.maximum(best_box[:, :2] - best_box[:, 2:] / 2, boxes[:, :2] - boxes[:, 2:] / 2)
+    hi = torch.minimum(best_box[:, :2] + best_box[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2)
+    inter = (hi - lo).clamp(min=0).prod(1)                                       # (B, N)
+    iou = inter / (best_box[:, 2] * best_box[:, 3] + boxes[:, 2] * boxes[:, 3] - inter + 1e-9)
+    # The best anchor agrees with itself (IoU 1), so the weights never all vanish.
+    agree = (score >= AGREE_SCORE_FRACTION * best_score[:, None]) & (iou >= AGREE_MIN_IOU)
+    weight = score * agree.to(score.dtype)                                       # (B, N)
+    b, n = score.shape
+    kpts = output[:, 5:].reshape(b, -1, 3, n)[:, :, :2]                          # (B, K, 2, N)
+    corners = (kpts * weight[:, None, None]).sum(-1) / weight.sum(-1)[:, None, None]
+    return corners, best_score
 
 
 def decode(output: np.ndarray, conf: float = DEFAULT_CONF) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """output (B, 5 + 3K, N) -> corners (B, K, 2) pixel-centre coordinates, score (B,), found (B,) bool."""
-    output = np.asarray(output, np.float64)
-    corners, scores = [], []
-    for o in output:
-        s = o[4]
-        best = int(s.argmax())
-        agree = (s >= AGREE_SCORE_FRACTION * s[best]) & (_box_iou(o[:4, best], o[:4]) >= AGREE_MIN_IOU)
-        agree[best] = True
-        w = s[agree]
-        kpts = o[5:, agree].reshape(-1, 3, len(w))[:, :2]          # (K, 2, M)
-        corners.append((kpts * w).sum(-1) / w.sum() - 0.5)          # continuous -> pixel-centre
-        scores.append(s[best])
-    score = np.array(scores)
-    return np.array(corners), score, score >= conf
+    corners, score = decode_tensor(torch.from_numpy(np.asarray(output, np.float64)))
+    score = score.numpy()
+    return corners.numpy() - 0.5, score, score >= conf      # continuous -> pixel-centre
 
 
 def corner_errors(pred: np.ndarray, found: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -18,11 +18,18 @@ import torch
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
 from dataset import read_image
 from pose.data import NUM_CORNERS, in_frame
-from pose.metrics import DEFAULT_CONF, corner_errors, decode, summarize
+from pose.metrics import DEFAULT_CONF, corner_errors, decode_tensor, summarize
+from pose.refine import CornerRefiner, refine_corners
 
 logger = logging.getLogger(__name__)
 
-Runner = Callable[[np.ndarray], np.ndarray]   # (B, 640, 480, 3) uint8 RGB -> (B, 5 + 3K, N) float32
+# card_corners.onnx's outputs (train/exported_models/README.md): the detector's raw candidates,
+# and the decoded, refined corners (continuous px) with the card's confidence.
+INPUT_NAME = "images"
+RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT = "output0", "corners", "score"
+
+# (B, 640, 480, 3) uint8 RGB -> corners (B, K, 2) in pixel-centre coordinates, card confidence (B,)
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def to_input(images: np.ndarray) -> np.ndarray:
@@ -30,16 +37,20 @@ def to_input(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def torch_runner(model: torch.nn.Module) -> Runner:
-    """An Ultralytics PoseModel in eval mode; its own dtype and device (FP16 EMA on CUDA included)."""
+def torch_runner(model: torch.nn.Module, refiner: CornerRefiner | None = None) -> Runner:
+    """An Ultralytics PoseModel in eval mode (its own dtype and device, FP16 EMA on CUDA included),
+    decoded, then refined when a refiner (on the same device) is given."""
     param = next(model.parameters())
 
     @torch.no_grad()
-    def run(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(to_input(images)).to(param.device, param.dtype)
-        out = model(x)
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(to_input(images)).to(param.device)
+        out = model(x.to(param.dtype))
         out = out[0] if isinstance(out, (tuple, list)) else out
-        return out.float().cpu().numpy()
+        corners, score = decode_tensor(out.double())
+        if refiner is not None:
+            corners = refine_corners(refiner, x, corners)
+        return corners.cpu().numpy() - 0.5, score.cpu().numpy()      # continuous -> pixel-centre
     return run
 
 
@@ -55,16 +66,28 @@ def load_pose_model(path: str):
         raise DataError(f"{path}: not an Ultralytics pose checkpoint ({type(e).__name__}: {e})") from None
 
 
-def onnx_runner(path: str, threads: int = 0) -> Runner:
+def onnx_runner(path: str, threads: int = 0, refine: bool = True) -> Runner:
+    """card_corners.onnx through onnxruntime CPU: its refined `corners` and `score` outputs, or with
+    refine=False (or a file exported without the refiner) the decoded `output0` alone."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    refined = refine and {o.name for o in sess.get_outputs()} >= {REFINED_OUTPUT, SCORE_OUTPUT}
+    fetch = [REFINED_OUTPUT, SCORE_OUTPUT] if refined else [RAW_OUTPUT]
 
-    def run(images: np.ndarray) -> np.ndarray:
-        # Batch 1 is what the exported graph declares; loop for larger batches.
-        return np.concatenate([sess.run(None, {name: to_input(images[i:i + 1])})[0] for i in range(len(images))])
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        corners, scores = [], []
+        for i in range(len(images)):     # batch 1 is what the exported graph declares
+            outs = sess.run(fetch, {name: to_input(images[i:i + 1])})
+            if refined:
+                c, s = torch.from_numpy(outs[0].astype(np.float64)), torch.from_numpy(outs[1].astype(np.float64))
+            else:
+                c, s = decode_tensor(torch.from_numpy(outs[0].astype(np.float64)))
+            corners.append(c.numpy() - 0.5)
+            scores.append(s.numpy())
+        return np.concatenate(corners), np.concatenate(scores)
     return run
 
 
@@ -101,10 +124,10 @@ def predict_split(runner: Runner, samples: list[tuple[str, np.ndarray | None]], 
     if progress is not None:
         batches = progress(batches, total=(len(paths) + batch_size - 1) // batch_size)
     for images in batches:
-        kpts, score, found = decode(runner(images), conf)
+        kpts, score = runner(images)
         preds.append(kpts)
         scores.append(score)
-        founds.append(found)
+        founds.append(score >= conf)
     truth = np.stack([c if c is not None else np.full((NUM_CORNERS, 2), np.nan) for _, c in samples])
     return {"paths": paths, "pred": np.concatenate(preds), "score": np.concatenate(scores),
             "found": np.concatenate(founds), "truth": truth, "positive": np.array([c is not None for _, c in samples])}

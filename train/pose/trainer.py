@@ -24,11 +24,13 @@ import os
 
 import numpy as np
 import torch
+from ultralytics.data import utils as ul_data_utils
 from ultralytics.data.augment import Compose, LetterBox
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.engine import trainer as ul_trainer
 from ultralytics.models.yolo.pose import PoseTrainer
-from ultralytics.utils import colorstr
+from ultralytics.utils import USER_CONFIG_DIR, colorstr
+from ultralytics.utils import plotting as ul_plotting
 from ultralytics.utils.torch_utils import unwrap_model
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, atomic_write_bytes
@@ -50,6 +52,18 @@ def _check_amp_offline(model) -> bool:
 
 
 ul_trainer.check_amp = _check_amp_offline
+
+
+def _local_font(font: str = "Arial.ttf"):
+    """Ultralytics' check_font, minus the download: its dataset check calls it for every training
+    run and, with the font missing, sends a HEAD request to github.com (YOLO_OFFLINE does not stop
+    it). Plots fall back to matplotlib's default font when this returns None."""
+    path = USER_CONFIG_DIR / os.path.basename(font)
+    return path if path.exists() else None
+
+
+ul_data_utils.check_font = _local_font
+ul_plotting.check_font = _local_font
 
 
 class CornerPoseDataset(YOLODataset):
