@@ -91,3 +91,27 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def write_csv(path: str, fieldnames: list[str], rows: list[dict]) -> None:
+    """A metrics CSV rewritten whole (from the history a checkpoint keeps), atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def open_tensorboard(output_dir: str):
+    """A SummaryWriter on <output_dir>/tensorboard, or None with a warning without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logging.getLogger(__name__).warning("tensorboard is not installed: no TensorBoard events (the CSV "
+                                            "metrics are still written)")
+        return None
+    return SummaryWriter(os.path.join(output_dir, "tensorboard"))
+

@@ -13,7 +13,6 @@ curves.png and TensorBoard events.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import logging
 import math
@@ -35,8 +34,10 @@ from common import (
     IMAGE_WIDTH,
     atomic_torch_save,
     atomic_write_bytes,
+    open_tensorboard,
     resolve_path,
     setup_logging,
+    write_csv,
 )
 from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
 from metrics import ConfusionMatrix, segmentation_loss
@@ -206,11 +207,7 @@ def evaluate(model, loader, args) -> dict:
 
 def write_outputs(output_dir: str, history: list[dict], writer) -> None:
     """metrics.csv and curves.png, rewritten whole from the history kept in the checkpoint."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_bytes(os.path.join(output_dir, "metrics.csv"), buf.getvalue().encode())
+    write_csv(os.path.join(output_dir, "metrics.csv"), CSV_FIELDS, history)
     if writer is not None:
         row = history[-1]
         for key in ("lr", "train_loss", "val_loss", "iou", "dice", "pixel_acc", "train_images_per_s"):
@@ -235,15 +232,6 @@ def write_outputs(output_dir: str, history: list[dict], writer) -> None:
     fig.savefig(png, dpi=80)
     plt.close(fig)
     atomic_write_bytes(os.path.join(output_dir, "curves.png"), png.getvalue())
-
-
-def _open_tensorboard(output_dir: str):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        logger.warning("tensorboard is not installed: only metrics.csv and curves.png are written")
-        return None
-    return SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
 
 # ----------------------------------------------------------------------------- main
@@ -320,7 +308,7 @@ def main(args: argparse.Namespace) -> dict:
         logger.info("resumed from %s at epoch %d (best IoU %.4f at epoch %d)", args.resume, state["start_epoch"],
                     state["best_iou"], state["best_epoch"])
 
-    writer = _open_tensorboard(args.output_dir) if is_main(args) else None
+    writer = open_tensorboard(args.output_dir) if is_main(args) else None
     hardware = f"{args.world_size} x {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") \
         else f"CPU, {torch.get_num_threads()} threads"
     result = {"stopped_early": False}

@@ -22,8 +22,6 @@ metrics.csv and TensorBoard events. CUDA with FP16 mixed precision when present;
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import os
 import time
@@ -39,9 +37,10 @@ from common import (
     DEFAULT_RUNS_DIR,
     DataError,
     atomic_torch_save,
-    atomic_write_bytes,
+    open_tensorboard,
     resolve_path,
     run_script,
+    write_csv,
 )
 from pose.data import corner_samples, in_frame
 from pose.predict import load_checked
@@ -152,24 +151,11 @@ def evaluate(model: CornerRefiner, loader: DataLoader, device: str, amp: bool) -
 
 
 def write_metrics(output_dir: str, history: list[dict], writer) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_bytes(os.path.join(output_dir, "metrics.csv"), buf.getvalue().encode())
+    write_csv(os.path.join(output_dir, "metrics.csv"), CSV_FIELDS, history)
     if writer is not None:
         for key in CSV_FIELDS[1:]:
             writer.add_scalar(key, history[-1][key], history[-1]["epoch"])
         writer.flush()
-
-
-def _open_tensorboard(output_dir: str):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        logger.warning("tensorboard is not installed: only metrics.csv is written")
-        return None
-    return SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -202,7 +188,7 @@ def main(args: argparse.Namespace) -> dict:
         scaler.load_state_dict(ckpt["scaler"])
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best_val_mean_px"]
         logger.info("resumed from %s at epoch %d", args.resume, start)
-    writer = _open_tensorboard(output_dir)
+    writer = open_tensorboard(output_dir)
     pin = device.startswith("cuda")
     val_loader = make_loader(val_set, args.batch_size, args.workers, False, VAL_EPOCH, args.seed, pin)
     logger.info("%d training and %d validation images, 4 crops each; %d epochs on %s", len(train_set), len(val_set),
