@@ -620,6 +620,7 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained, refin
 def test_export_without_refiner_keeps_the_detector_contract(trained, corner_dataset, tmp_path):
     import onnxruntime as ort
 
+    import evaluate_corners
     import export_corners
 
     args = export_corners.get_args_parser().parse_args([
@@ -628,6 +629,12 @@ def test_export_without_refiner_keeps_the_detector_contract(trained, corner_data
     meta = export_corners.main(args)
     sess = ort.InferenceSession(str(tmp_path / "card_corners.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == ["output0"] and meta["refiner"] is None
+    # Scoring such a file says the corners were not refined, whatever was asked.
+    m, _ = evaluate_corners.evaluate_corner_model(str(tmp_path / "card_corners.onnx"), corner_dataset, quiet=True)
+    assert m["refined"] is False
+    with pytest.raises(DataError, match="opset 16"):
+        export_corners.main(export_corners.get_args_parser().parse_args([
+            trained["best"], "--output-dir", str(tmp_path / "o13"), "--data-path", corner_dataset, "--opset", "13"]))
 
 
 def test_export_refuses_missing_mobile_extras(trained, corner_dataset, tmp_path, monkeypatch):
@@ -702,6 +709,24 @@ def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at
             assert at(5, 5) > at(-5, -5) + 0.3 and at(5, 5) > at(5, -5) + 0.3 and at(5, 5) > at(-5, 5) + 0.3, k
 
 
+def test_refiner_crops_sample_exactly_where_the_geometry_says():
+    """On an image whose pixels hold their own continuous coordinates (x + 0.5, y + 0.5), bilinear
+    sampling is exact, so every crop pixel must read centre + R_k @ (column - 31.5, row - 31.5): a
+    half-pixel slip or a wrong rotation shows here."""
+    from pose.refine import CROP_PX, crop_offsets, extract_crops, rotations
+
+    ys, xs = torch.meshgrid(torch.arange(640.0) + 0.5, torch.arange(480.0) + 0.5, indexing="ij")
+    image = torch.stack([xs, ys, torch.zeros_like(xs)])[None]
+    centres = torch.tensor([[[100.25, 120.5], [380.0, 150.75], [350.5, 520.0], [90.0, 480.25]]])
+    rot = rotations()
+    crops = extract_crops(image, centres, rot)                                   # (4, 3, 64, 64)
+    expected = centres[0, :, None, :] + crop_offsets() @ rot.transpose(-1, -2)   # (4, 64 * 64, 2)
+    got = crops[:, :2].permute(0, 2, 3, 1).reshape(4, CROP_PX * CROP_PX, 2)
+    assert torch.allclose(got, expected, atol=1e-3)
+    # Crop pixel (31.5, 31.5), between the middle four, is the centre itself.
+    assert torch.allclose(got.view(4, CROP_PX, CROP_PX, 2)[:, 31:33, 31:33].mean((1, 2)), centres[0], atol=1e-3)
+
+
 def test_refine_stage_onnx_matches_pytorch():
     """Decoding + refinement exported to ONNX (what export_corners.py appends to the detector) gives
     PyTorch's corners, including a corner outside the frame that passes through unrefined."""
@@ -732,28 +757,51 @@ def test_refine_stage_onnx_matches_pytorch():
     assert not torch.equal(ref_corners[0, :3], raw[0, :3])
 
 
-def test_refiner_training_writes_checkpoints_resumes_and_loads(refiner_ckpt, corner_dataset, tmp_path):
-    import train_corner_refiner
-
+def test_refiner_training_writes_checkpoints_and_loads(refiner_ckpt, tmp_path):
     from pose.refine import CornerRefiner, load_refiner
 
     assert os.path.isfile(refiner_ckpt["best"]) and os.path.isfile(refiner_ckpt["last"])
     rows = _read_csv(os.path.join(refiner_ckpt["output_dir"], "metrics.csv"))
     assert len(rows) == 1 and float(rows[0]["val_jitter_mean_px"]) > 0
+    assert os.listdir(os.path.join(refiner_ckpt["output_dir"], "tensorboard"))
     assert isinstance(load_refiner(refiner_ckpt["best"]), CornerRefiner)
-
-    run = tmp_path / "run"
-    shutil.copytree(refiner_ckpt["output_dir"], run)
-    args = train_corner_refiner.get_args_parser().parse_args([
-        "--data-path", corner_dataset, "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu",
-        "--quiet", "--resume", str(run / "last.pt")])
-    result = train_corner_refiner.main(args)
-    assert [r["epoch"] for r in result["history"]] == [0, 1] and result["output_dir"] == str(run)
-
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="bad.pt"):
         load_refiner(str(bad))
+
+
+def test_refiner_resume_continues_an_interrupted_run_exactly(corner_dataset, tmp_path, monkeypatch):
+    """A run killed in its second epoch and resumed from last.pt ends exactly like the same run left
+    alone: same schedule, data and weights (nothing but --resume given again)."""
+    import train_corner_refiner as tcr
+
+    def run(*extra):
+        return tcr.main(tcr.get_args_parser().parse_args(["--workers", "0", "--device", "cpu", "--quiet", *extra]))
+    start = ["--data-path", corner_dataset, "--batch-size", "4", "--epochs", "2"]
+    full = run(*start, "--output-dir", str(tmp_path / "full"))
+
+    evaluate, calls = tcr.evaluate, []
+
+    def killed_in_epoch_1(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*a, **k)
+    monkeypatch.setattr(tcr, "evaluate", killed_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run(*start, "--output-dir", str(tmp_path / "cut"))
+    monkeypatch.setattr(tcr, "evaluate", evaluate)
+
+    last = str(tmp_path / "cut" / "last.pt")
+    with pytest.raises(DataError, match="--epochs 2"):
+        run("--resume", last, "--epochs", "5")
+    resumed = run("--resume", last)
+    assert [r["epoch"] for r in resumed["history"]] == [0, 1]
+    for key in ("lr", "train_loss", "val_mean_px"):
+        assert resumed["history"][1][key] == pytest.approx(full["history"][1][key], rel=1e-4), key
+    with pytest.raises(DataError, match="not a train_corner_refiner.py last.pt"):
+        run("--resume", full["best"])
 
 
 def test_refiner_refuses_a_dataset_without_corners(tmp_path):

@@ -153,8 +153,23 @@ def test_committed_corner_model_refines_corners_on_unseen_images(tmp_path):
     path = os.path.join(EXPORT_DIR, "card_corners.onnx")
     refined, _ = evaluate_corner_model(path, str(tmp_path), quiet=True)
     detector, _ = evaluate_corner_model(path, str(tmp_path), quiet=True, refine=False)
+    assert refined["refined"] and not detector["refined"]
     assert refined["missed_cards"] == 0 and refined["corners"] >= 20
     assert refined["mean_px"] < detector["mean_px"] and refined["pct_within_5px"] >= 85
+
+
+def test_committed_corner_checkpoints_match_the_committed_onnx(tmp_path):
+    """The PyTorch path (detector .pt + refiner .pt, what evaluate_corners.py runs on a .pt) gives the
+    committed file's corners on frames with a card: the export's own parity gate, rerun."""
+    from export_corners import gate_images, parity_gate
+    from pose.predict import load_pose_model
+    from pose.refine import DEFAULT_REFINER, load_refiner
+
+    make_dataset(tmp_path, 0, 4, seed=5152, workers=1)
+    model = load_pose_model(os.path.join(os.path.dirname(EXPORT_DIR), "checkpoints", "card_corners.pt"))
+    gate = parity_gate(os.path.join(EXPORT_DIR, "card_corners.onnx"), model.model.float().eval(),
+                       gate_images(str(tmp_path), 4), load_refiner(DEFAULT_REFINER))
+    assert gate["refined_found_mismatches"] == 0 and gate["max_refined_corner_diff_px"] <= 1.0
 
 
 def test_model_card_proposes_a_pruned_model_only_when_it_meets_the_target(tmp_path):

@@ -92,7 +92,8 @@ def evaluate_corner_model(model_path: str, data_path: str, split: str = "test", 
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc="evaluate", unit="batch"))
     runner = load_runner(model_path, device, refine=refine, refiner=refiner)
     metrics, raw = evaluate_runner(runner, samples, batch_size, conf, progress)
-    metrics.update(model=os.path.basename(model_path), data_path=data_path, split=split, conf=conf, refined=refine)
+    metrics.update(model=os.path.basename(model_path), data_path=data_path, split=split, conf=conf,
+                   refined=runner.refined)
     return metrics, raw
 
 

@@ -11,6 +11,7 @@ import json
 import os
 
 from common import EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, atomic_write_bytes
+from pose.refine import OUTSIDE_MARGIN_PX
 
 HEADER = f"""# cardscan exported models
 
@@ -79,8 +80,8 @@ lacks it) and native onnxruntime run it as is.
   corners (clockwise from the corner with the smallest x + y, as in `corner_annotations.json`), in
   pixels of the 480x640 input, continuous coordinates: the image spans 0..480 and 0..640, so the
   centre of the top-left pixel is (0.5, 0.5). Subtract 0.5 for pixel-index coordinates (the
-  annotations' convention). A corner the detector places outside the image is passed through
-  unrefined.
+  annotations' convention). A corner the detector places more than {OUTSIDE_MARGIN_PX:g} px outside the image is
+  passed through unrefined.
 - `score` float32 `[1]`: card confidence, 0..1. Below 0.25 there is no card and `corners` means
   nothing.
 

@@ -45,10 +45,12 @@ def decode_tensor(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     hi = torch.minimum(best_box[:, :2] + best_box[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2)
     inter = (hi - lo).clamp(min=0).prod(1)                                       # (B, N)
     iou = inter / (best_box[:, 2] * best_box[:, 3] + boxes[:, 2] * boxes[:, 3] - inter + 1e-9)
-    # The best anchor agrees with itself (IoU 1), so the weights never all vanish.
-    agree = (score >= AGREE_SCORE_FRACTION * best_score[:, None]) & (iou >= AGREE_MIN_IOU)
-    weight = score * agree.to(score.dtype)                                       # (B, N)
     b, n = score.shape
+    # The best anchor always counts (a zero-area box would fail its own IoU test), so the weights
+    # never all vanish; an anchor tied with it counts too, harmlessly.
+    agree = (score >= AGREE_SCORE_FRACTION * best_score[:, None]) & (iou >= AGREE_MIN_IOU)
+    agree = agree | (score == best_score[:, None])
+    weight = score * agree.to(score.dtype)                                       # (B, N)
     kpts = output[:, 5:].reshape(b, -1, 3, n)[:, :, :2]                          # (B, K, 2, N)
     corners = (kpts * weight[:, None, None]).sum(-1) / weight.sum(-1)[:, None, None]
     return corners, best_score

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "images"
 RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT = "output0", "corners", "score"
 
-# (B, 640, 480, 3) uint8 RGB -> corners (B, K, 2) in pixel-centre coordinates, card confidence (B,)
+# (B, 640, 480, 3) uint8 RGB -> corners (B, K, 2) in pixel-centre coordinates, card confidence (B,);
+# the function's `refined` attribute says whether the corners went through the refiner.
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -51,6 +52,7 @@ def torch_runner(model: torch.nn.Module, refiner: CornerRefiner | None = None) -
         if refiner is not None:
             corners = refine_corners(refiner, x, corners)
         return corners.cpu().numpy() - 0.5, score.cpu().numpy()      # continuous -> pixel-centre
+    run.refined = refiner is not None
     return run
 
 
@@ -75,6 +77,9 @@ def onnx_runner(path: str, threads: int = 0, refine: bool = True) -> Runner:
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     refined = refine and {o.name for o in sess.get_outputs()} >= {REFINED_OUTPUT, SCORE_OUTPUT}
+    if refine and not refined:
+        logger.warning("%s has no %r output (exported with --no-refine): scoring the detector's %r alone", path,
+                       REFINED_OUTPUT, RAW_OUTPUT)
     fetch = [REFINED_OUTPUT, SCORE_OUTPUT] if refined else [RAW_OUTPUT]
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +93,7 @@ def onnx_runner(path: str, threads: int = 0, refine: bool = True) -> Runner:
             corners.append(c.numpy() - 0.5)
             scores.append(s.numpy())
         return np.concatenate(corners), np.concatenate(scores)
+    run.refined = refined
     return run
 
 

@@ -55,11 +55,17 @@ ul_trainer.check_amp = _check_amp_offline
 
 
 def _local_font(font: str = "Arial.ttf"):
-    """Ultralytics' check_font, minus the download: its dataset check calls it for every training
-    run and, with the font missing, sends a HEAD request to github.com (YOLO_OFFLINE does not stop
-    it). Plots fall back to matplotlib's default font when this returns None."""
+    """Ultralytics' check_font without its download: its dataset check calls it on every training
+    run and, with the font absent, sends a HEAD request to github.com (YOLO_OFFLINE does not stop
+    it). Looks where Ultralytics looks locally (its config folder, matplotlib's font list); with
+    None, Ultralytics' plotting falls back to PIL's default font."""
+    from matplotlib import font_manager
+
     path = USER_CONFIG_DIR / os.path.basename(font)
-    return path if path.exists() else None
+    if path.exists():
+        return path
+    found = [f.fname for f in font_manager.fontManager.ttflist if font in f.fname and os.path.exists(f.fname)]
+    return found[0] if found else None
 
 
 ul_data_utils.check_font = _local_font
