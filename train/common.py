@@ -17,6 +17,9 @@ REPO_ROOT = os.path.dirname(TRAIN_DIR)
 DEFAULT_DATASET = os.path.join(REPO_ROOT, "dataset")
 DEFAULT_RUNS_DIR = os.path.join(TRAIN_DIR, "runs")
 EXPORT_DIR = os.path.join(TRAIN_DIR, "exported_models")
+# DataLoader worker processes of the training scripts: every core, but no more than 8 (beyond that
+# the loaders of these small models stop gaining and cost memory).
+DEFAULT_LOADER_WORKERS = min(8, os.cpu_count() or 1)
 
 # The model input is a portrait frame, 480 wide x 640 high (3:4), as in the users' dataset.
 IMAGE_WIDTH = 480

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from common import (
     DEFAULT_DATASET,
+    DEFAULT_LOADER_WORKERS,
     DEFAULT_RUNS_DIR,
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
@@ -389,7 +390,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="ImageNet backbone weights (downloaded once; falls back to scratch with a warning)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, default=DEFAULT_LOADER_WORKERS)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = all cores)")
     p.add_argument("--resume", default=None, help="last.pt to continue from (exactly where it stopped)")
     p.add_argument("--weights", default=None, help="start from this checkpoint's weights (fine-tuning; new "

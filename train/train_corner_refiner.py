@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from common import (
     DEFAULT_DATASET,
+    DEFAULT_LOADER_WORKERS,
     DEFAULT_RUNS_DIR,
     DataError,
     atomic_torch_save,
@@ -293,7 +294,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--jitter-px", type=float, default=6.0, help="std of the Gaussian corner jitter, px")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="FP16 mixed precision on CUDA")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, default=DEFAULT_LOADER_WORKERS)
     p.add_argument("--resume", default=None, help="last.pt to continue from, with the run's own options")
     p.add_argument("--weights", default=None, help="start from this refiner's weights (a best.pt, e.g. "
                    "train/checkpoints/card_corner_refiner.pt): fine-tuning with a new schedule")

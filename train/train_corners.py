@@ -27,7 +27,7 @@ import logging  # noqa: E402
 
 import torch  # noqa: E402
 
-from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script  # noqa: E402
+from common import DEFAULT_DATASET, DEFAULT_LOADER_WORKERS, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script  # noqa: E402,E501
 from pose.data import DEFAULT_CACHE_DIR, KPT_L1_GAIN, KPT_SHAPE, build_pose_dataset  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, default=None,
                    help=f"default: {WARMUP_EPOCHS_FROM_SCRATCH:g} from scratch, 0 with --weights")
     p.add_argument("--device", default=None, help="'0' (first GPU) or 'cpu'; default: CUDA when available")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--workers", type=int, default=DEFAULT_LOADER_WORKERS)
     p.add_argument("--cache", choices=["ram", "disk"], default=None, help="Ultralytics image cache (default: none)")
     p.add_argument("--fraction", type=float, default=1.0, help="use this fraction of the training images")
     p.add_argument("--seed", type=int, default=0)
