@@ -18,8 +18,8 @@ os.environ["YOLO_OFFLINE"] = "1"
 import albumentations as A  # noqa: E402
 
 from common import DataError  # noqa: E402
-from pose import augment as pose_augment  # noqa: E402
-from pose.data import (  # noqa: E402
+from corners import augment as pose_augment  # noqa: E402
+from corners.data import (  # noqa: E402
     FLIP_IDX,
     KPT_SHAPE,
     METRIC_OKS_SIGMA,
@@ -29,7 +29,7 @@ from pose.data import (  # noqa: E402
     label_line,
     load_corner_annotations,
 )
-from pose.metrics import corner_errors, decode, summarize  # noqa: E402
+from corners.metrics import corner_errors, decode, summarize  # noqa: E402
 
 CARD = np.array([[100.0, 120.0], [380.0, 130.0], [370.0, 500.0], [110.0, 490.0]])
 
@@ -245,7 +245,7 @@ def test_training_dataset_keypoints_follow_the_pixels(tmp_path):
     from ultralytics.data.utils import check_det_dataset
 
     import train_corners
-    from pose.trainer import CornerPoseDataset
+    from corners.trainer import CornerPoseDataset
 
     rng = np.random.default_rng(0)
     entries = {}
@@ -289,7 +289,7 @@ def _one_sample_dataset(tmp_path, corners, transform):
     from ultralytics.data.utils import check_det_dataset
 
     import train_corners
-    from pose.trainer import CornerPoseDataset
+    from corners.trainer import CornerPoseDataset
 
     root = write_dataset(tmp_path / "ds", {"a.jpg": corners.tolist()}, images=["a.jpg"])
     data = check_det_dataset(build_pose_dataset(root, str(tmp_path / "cache")))
@@ -397,8 +397,8 @@ def _kpt_loss_grad(loss, error_px, area_px=300.0 * 420.0, stride=8.0):
 def test_l1_term_pulls_as_hard_on_the_last_pixels_as_on_far_corners():
     from ultralytics.utils.loss import KeypointLoss
 
-    from pose.data import LOSS_OKS_SIGMA
-    from pose.loss import CornerKeypointLoss
+    from corners.data import LOSS_OKS_SIGMA
+    from corners.loss import CornerKeypointLoss
 
     sigmas = torch.full((4,), LOSS_OKS_SIGMA)
     oks, ours, off = KeypointLoss(sigmas), CornerKeypointLoss(sigmas, 1.0), CornerKeypointLoss(sigmas, 0.0)
@@ -510,8 +510,8 @@ def test_plateau_lowers_the_lr_the_optimizer_uses_and_survives_resume(corner_dat
     resumed must run epoch 4 at 0.25x, not at the schedule's own value."""
     from ultralytics import YOLO
 
-    from pose.data import build_pose_dataset as build
-    from pose.trainer import make_trainer
+    from corners.data import build_pose_dataset as build
+    from corners.trainer import make_trainer
 
     yaml_path = build(corner_dataset, str(tmp_path / "cache"))
     base = make_trainer(corner_dataset, plateau_patience=0, plateau_factor=0.5, min_lr_factor=0.01,
@@ -547,10 +547,10 @@ def test_plateau_lowers_the_lr_the_optimizer_uses_and_survives_resume(corner_dat
     rows = _read_csv(save_dir / "results.csv")
     assert len(rows) == 4
     assert float(rows[3]["lr/pg0"]) == pytest.approx(lr0 * _lf(3, epochs) * 0.25, rel=1e-3)
-    # The resumed run trained with our keypoint loss too (pose/loss.py), at the gain it was given.
+    # The resumed run trained with our keypoint loss too (corners/loss.py), at the gain it was given.
     from ultralytics.utils.torch_utils import unwrap_model
 
-    from pose.loss import CornerKeypointLoss
+    from corners.loss import CornerKeypointLoss
     criterion = unwrap_model(resumed.trainer.model).criterion
     assert isinstance(criterion.keypoint_loss, CornerKeypointLoss) and criterion.keypoint_loss.l1_gain == 0.5
 
@@ -574,9 +574,9 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained, refin
 
     import evaluate_corners
     import export_corners
-    from pose.metrics import decode_tensor
-    from pose.predict import load_checked, to_input
-    from pose.refine import load_refiner, refine_corners
+    from corners.metrics import decode_tensor
+    from corners.predict import load_checked, to_input
+    from corners.refine import load_refiner, refine_corners
 
     out = tmp_path / "exported"
     args = export_corners.get_args_parser().parse_args([
@@ -688,9 +688,8 @@ def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at
     """Each corner's crop has the card towards its bottom right, and the training target is where the
     corner is in the crop: around it, only the bottom-right quadrant is card. The augmentation's
     mirror must swap the target with the pixels."""
+    from corners.refine import CROP_PX, extract_crops, rotations
     from train_corner_refiner import photometric_and_mirror
-
-    from pose.refine import CROP_PX, extract_crops, rotations
 
     quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [90.0, 480.0]])
     rng = np.random.default_rng(0)
@@ -713,7 +712,7 @@ def test_refiner_crops_sample_exactly_where_the_geometry_says():
     """On an image whose pixels hold their own continuous coordinates (x + 0.5, y + 0.5), bilinear
     sampling is exact, so every crop pixel must read centre + R_k @ (column - 31.5, row - 31.5): a
     half-pixel slip or a wrong rotation shows here."""
-    from pose.refine import CROP_PX, crop_offsets, extract_crops, rotations
+    from corners.refine import CROP_PX, crop_offsets, extract_crops, rotations
 
     ys, xs = torch.meshgrid(torch.arange(640.0) + 0.5, torch.arange(480.0) + 0.5, indexing="ij")
     image = torch.stack([xs, ys, torch.zeros_like(xs)])[None]
@@ -732,15 +731,15 @@ def test_refine_stage_onnx_matches_pytorch():
     PyTorch's corners, including a corner outside the frame that passes through unrefined."""
     import onnxruntime as ort
 
-    import export_corners
-    from pose.metrics import decode_tensor
-    from pose.refine import CornerRefiner, DecodeAndRefine
+    from corners import export as corner_export
+    from corners.metrics import decode_tensor
+    from corners.refine import CornerRefiner, DecodeAndRefine
 
     torch.manual_seed(0)
     refiner = CornerRefiner().eval()
     quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [-20.0, 480.0]])
     images = _card_image(quad)
-    output0 = torch.zeros(1, 17, export_corners.NUM_ANCHORS)
+    output0 = torch.zeros(1, 17, corner_export.NUM_ANCHORS)
     output0[0, :4, :3] = torch.tensor([240.0, 320.0, 300.0, 400.0])[:, None]
     output0[0, 4, :3] = torch.tensor([0.9, 0.85, 0.3])
     for j in range(3):
@@ -749,7 +748,7 @@ def test_refine_stage_onnx_matches_pytorch():
     with torch.no_grad():
         ref_corners, ref_score = DecodeAndRefine(refiner)(images, output0)
         raw, _ = decode_tensor(output0)
-    sess = ort.InferenceSession(export_corners.refine_stage_onnx(refiner, 17).SerializeToString(),
+    sess = ort.InferenceSession(corner_export.refine_stage_onnx(refiner, 17).SerializeToString(),
                                 providers=["CPUExecutionProvider"])
     corners, score = sess.run(["corners", "score"], {"images": images.numpy(), "output0": output0.numpy()})
     assert np.abs(corners - ref_corners.numpy()).max() < 1e-3 and abs(score[0] - 0.9) < 1e-6
@@ -758,7 +757,7 @@ def test_refine_stage_onnx_matches_pytorch():
 
 
 def test_refiner_training_writes_checkpoints_and_loads(refiner_ckpt, tmp_path):
-    from pose.refine import CornerRefiner, load_refiner
+    from corners.refine import CornerRefiner, load_refiner
 
     assert os.path.isfile(refiner_ckpt["best"]) and os.path.isfile(refiner_ckpt["last"])
     rows = _read_csv(os.path.join(refiner_ckpt["output_dir"], "metrics.csv"))

@@ -171,9 +171,9 @@ def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path)
     import onnxruntime as ort
     from conftest import make_dataset
 
-    from pose.data import corner_samples
-    from pose.metrics import decode
-    from pose.predict import load_checked, to_input
+    from corners.data import corner_samples
+    from corners.metrics import decode
+    from corners.predict import load_checked, to_input
 
     make_dataset(tmp_path, 0, 4, seed=4242, workers=1)
     path, truth = next((p, c) for p, c in corner_samples(str(tmp_path), "test") if c is not None)

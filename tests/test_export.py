@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import segmentation_export
 import torch
 from conftest import make_dataset
 
@@ -13,6 +14,7 @@ import model_card
 from common import EXPORT_DIR
 from dataset import find_samples, load_sample
 from model import build_model
+from onnx_utils import GateError, sha256
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +30,10 @@ def small_model():
 
 
 def test_export_passes_gate_and_has_contract(small_model, tiny_dataset, tmp_path):
-    images = export.gate_images(tiny_dataset, 2)
+    images = segmentation_export.gate_images(tiny_dataset, 2)
     path = str(tmp_path / "m.onnx")
-    info = export.export_and_verify(small_model, path, fp16=True, images=images)
-    assert info["gate"]["mask_iou"] >= export.GATE_MIN_MASK_IOU
+    info = segmentation_export.export_and_verify(small_model, path, fp16=True, images=images)
+    assert info["gate"]["mask_iou"] >= segmentation_export.GATE_MIN_MASK_IOU
     proto = onnx.load(path)
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -41,7 +43,7 @@ def test_export_passes_gate_and_has_contract(small_model, tiny_dataset, tmp_path
 
 
 def test_corrupted_export_fails_gate_and_leaves_no_file(small_model, tiny_dataset, tmp_path):
-    images = export.gate_images(tiny_dataset, 2)
+    images = segmentation_export.gate_images(tiny_dataset, 2)
     path = tmp_path / "bad.onnx"
     path.write_bytes(b"an older export that no longer matches")
 
@@ -54,8 +56,8 @@ def test_corrupted_export_fails_gate_and_leaves_no_file(small_model, tiny_datase
                 init.CopyFrom(onnx.numpy_helper.from_array(-arr * 5, init.name))
         onnx.save(proto, p)
 
-    with pytest.raises(export.GateError, match="parity gate"):
-        export.export_and_verify(small_model, str(path), fp16=False, images=images, post_export=corrupt)
+    with pytest.raises(GateError, match="parity gate"):
+        segmentation_export.export_and_verify(small_model, str(path), fp16=False, images=images, post_export=corrupt)
     assert not path.exists()
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".onnx")]
 
@@ -125,7 +127,7 @@ def test_committed_model_card_is_what_export_writes():
         with open(os.path.join(EXPORT_DIR, name)) as f:
             meta = json.load(f)
         for entry in meta["files"]:
-            assert export.sha256(os.path.join(EXPORT_DIR, entry["file"])) == entry["sha256"], entry["file"]
+            assert sha256(os.path.join(EXPORT_DIR, entry["file"])) == entry["sha256"], entry["file"]
 
 
 def test_committed_corner_model_contract():
@@ -161,9 +163,9 @@ def test_committed_corner_model_refines_corners_on_unseen_images(tmp_path):
 def test_committed_corner_checkpoints_match_the_committed_onnx(tmp_path):
     """The PyTorch path (detector .pt + refiner .pt, what evaluate_corners.py runs on a .pt) gives the
     committed file's corners on frames with a card: the export's own parity gate, rerun."""
+    from corners.predict import load_pose_model
+    from corners.refine import DEFAULT_REFINER, load_refiner
     from export_corners import gate_images, parity_gate
-    from pose.predict import load_pose_model
-    from pose.refine import DEFAULT_REFINER, load_refiner
 
     make_dataset(tmp_path, 0, 4, seed=5152, workers=1)
     model = load_pose_model(os.path.join(os.path.dirname(EXPORT_DIR), "checkpoints", "card_corners.pt"))

@@ -1,6 +1,7 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
+import segmentation_export
 import torch
 
 import export
@@ -53,8 +54,9 @@ def test_prune_shrinks_model_keeps_classes_and_exports(trained, tiny_dataset, tm
     assert exported == [(pruned["checkpoint"], "card_segmentation_pruned50", str(export_dir))]
     # The pruned model passes the same parity gate as the full one.
     onnx_path = str(tmp_path / "pruned.onnx")
-    info = export.export_and_verify(model, onnx_path, fp16=False, images=export.gate_images(tiny_dataset, 2))
-    assert info["gate"]["mask_iou"] >= export.GATE_MIN_MASK_IOU
+    images = segmentation_export.gate_images(tiny_dataset, 2)
+    info = segmentation_export.export_and_verify(model, onnx_path, fp16=False, images=images)
+    assert info["gate"]["mask_iou"] >= segmentation_export.GATE_MIN_MASK_IOU
     out_arr = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
     assert out_arr.shape == (1, 1, 640, 480) and np.isfinite(out_arr).all()
     assert pruned["onnx_fp32_bytes"] < 0.6 * base["onnx_fp32_bytes"]

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from common import DEFAULT_DATASET, IMAGE_HEIGHT, IMAGE_WIDTH, resolve_path, setup_logging
+from common import DEFAULT_DATASET, IMAGE_HEIGHT, IMAGE_WIDTH, resolve_path, run_script, select_device
 from model import build_model
 from train import train_step
 
@@ -45,7 +45,7 @@ def bench_data(args) -> dict:
 
 
 def bench_step(args) -> list[dict]:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(select_device(args.device, "timings of the CPU"))
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -78,14 +78,14 @@ def bench_step(args) -> list[dict]:
 
 
 def bench_corner_aug(args) -> list[dict]:
-    """The corner pipeline (pose/augment.py) per 480x640 image on one thread, with our ISO noise and
+    """The corner pipeline (corners/augment.py) per 480x640 image on one thread, with our ISO noise and
     with Albumentations' own, and each noise alone; the variants take turns every round."""
     import albumentations as A
     import cv2
     import numpy as np
 
+    from corners.augment import FastISONoise, get_corner_transforms
     from dataset import read_image
-    from pose.augment import FastISONoise, get_corner_transforms
 
     cv2.setNumThreads(1)
     root = os.path.join(resolve_path(args.data_path), "train", "images")
@@ -140,5 +140,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser)

@@ -38,8 +38,12 @@ IMAGE_EXT = ".jpg"
 MASK_EXT = ".png"
 
 
-class DataError(Exception):
-    """Bad input data: the message names the file and the problem."""
+class ScriptError(Exception):
+    """An expected failure of a script (bad input, a failed check): reported as one line, exit 1."""
+
+
+class DataError(ScriptError):
+    """Bad input (a file, a folder, an option): the message names it and the problem."""
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -48,13 +52,29 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def run_script(main, get_args_parser) -> None:
-    """The `__main__` of a script: logging, arguments, and bad input (DataError) as one clear line
-    instead of a traceback."""
+    """The `__main__` of every script: logging, arguments, and an expected failure (ScriptError:
+    bad input, a failed gate) as one line on stderr and exit code 1 instead of a traceback."""
     setup_logging()
     try:
         main(get_args_parser().parse_args())
-    except DataError as e:
+    except ScriptError as e:
         raise SystemExit(f"error: {e}") from None
+
+
+def select_device(device: str | None, cpu_note: str = "") -> str:
+    """A torch device string: the one asked for, else CUDA when present, else the CPU with a warning.
+
+    Asking for CUDA without a visible GPU is a DataError rather than a silent CPU run.
+    """
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not torch.cuda.is_available():
+        raise DataError(f"--device {device} asks for a CUDA GPU but none is visible; use --device cpu")
+    if device == "cpu":
+        logging.getLogger(__name__).warning("no CUDA GPU: running on the CPU%s", f" ({cpu_note})" if cpu_note else "")
+    return device
 
 
 def resolve_path(path: str) -> str:

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import DEFAULT_DATASET, DataError, resolve_path, setup_logging
+from common import DEFAULT_DATASET, DataError, resolve_path, run_script
 from dataset import find_samples, load_sample
 from metrics import ConfusionMatrix
 from model import load_checkpoint_model
+from onnx_utils import ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +38,7 @@ OVERLAY_RGB = (135, 206, 235)   # light blue, as in the web app
 def load_predictor(path: str, device: str = "cpu", threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """(640, 480, 3) uint8 RGB -> (640, 480) float32 card probability, for .pt and .onnx alike."""
     if path.endswith(".onnx"):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, threads)
         name = sess.get_inputs()[0].name
 
         def run_onnx(image: np.ndarray) -> np.ndarray:
@@ -105,14 +101,11 @@ def evaluate_model(model_path: str, data_path: str, split: str = "test", limit: 
 def main(args: argparse.Namespace) -> dict:
     model_path = resolve_path(args.model)
     if not os.path.isfile(model_path):
-        raise SystemExit(f"{model_path}: model file not found")
+        raise DataError(f"{model_path}: model file not found")
     base = os.path.splitext(model_path)[0]
-    try:
-        result = evaluate_model(model_path, resolve_path(args.data_path), args.split, args.limit, args.overlays,
-                                resolve_path(args.overlay_dir) if args.overlay_dir else base + "_overlays",
-                                args.device, args.quiet)
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+    result = evaluate_model(model_path, resolve_path(args.data_path), args.split, args.limit, args.overlays,
+                            resolve_path(args.overlay_dir) if args.overlay_dir else base + "_overlays",
+                            args.device, args.quiet)
     out = resolve_path(args.json) if args.json else base + f"_{args.split}_metrics.json"
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
@@ -137,5 +130,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser)

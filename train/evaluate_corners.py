@@ -8,7 +8,7 @@ Reports, in pixels of the 480x640 image: % of corners within 5, 10 and 20 px (ov
 corner), % of images with all 4 corners within each, mean / median / 95th percentile error. A
 card the model misses counts as a failure for all its corners, never as a smaller denominator;
 corners outside the frame are left out and counted. Images without a card report how often a
-card was claimed. The corners scored are the refined ones (pose/refine.py: inside an exported
+card was claimed. The corners scored are the refined ones (corners/refine.py: inside an exported
 .onnx, --refiner for a .pt); --no-refine scores the detector alone. Writes JSON (default: next to
 the model) and, with --overlays N, the N worst images with truth (green) and prediction (red),
 corners numbered 1-4 from top-left.
@@ -23,17 +23,16 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, run_script  # noqa: E402
-from pose.data import corner_samples  # noqa: E402
-from pose.metrics import DEFAULT_CONF, format_table  # noqa: E402
-from pose.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
-from pose.refine import DEFAULT_REFINER, load_refiner  # noqa: E402
+from corners.data import corner_samples  # noqa: E402
+from corners.metrics import DEFAULT_CONF, format_table, jsonable  # noqa: E402
+from corners.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
+from corners.refine import DEFAULT_REFINER, load_refiner  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +75,6 @@ def write_overlays(raw: dict, out_dir: str, n: int) -> None:
         name = os.path.splitext(os.path.basename(raw["paths"][i]))[0] + ".jpg"
         cv2.imwrite(os.path.join(out_dir, name), cv2.cvtColor(draw(img, truth, pred), cv2.COLOR_RGB2BGR))
     logger.info("%d overlays -> %s", min(n, len(err)), out_dir)
-
-
-def jsonable(m: dict) -> dict:
-    """inf / NaN are not JSON: null instead."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
 
 
 def evaluate_corner_model(model_path: str, data_path: str, split: str = "test", conf: float = DEFAULT_CONF,

@@ -26,7 +26,16 @@ import numpy as np
 from tqdm import tqdm
 
 import synthetic
-from common import CORNERS_FILE, DEFAULT_DATASET, IMAGE_EXT, MASK_EXT, atomic_write_bytes, resolve_path, setup_logging
+from common import (
+    CORNERS_FILE,
+    DEFAULT_DATASET,
+    IMAGE_EXT,
+    MASK_EXT,
+    DataError,
+    atomic_write_bytes,
+    resolve_path,
+    run_script,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +69,10 @@ def list_backgrounds(folder: str | None) -> list[str]:
         return []
     folder = resolve_path(folder)
     if not os.path.isdir(folder):
-        raise SystemExit(f"--backgrounds: {folder} is not a folder")
+        raise DataError(f"--backgrounds: {folder} is not a folder")
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(BACKGROUND_EXTS))
     if not paths:
-        raise SystemExit(f"--backgrounds: no images ({', '.join(BACKGROUND_EXTS)}) in {folder}")
+        raise DataError(f"--backgrounds: no images ({', '.join(BACKGROUND_EXTS)}) in {folder}")
     return paths
 
 
@@ -73,8 +82,8 @@ def main(args: argparse.Namespace) -> dict:
     existing = [d for d in candidates if os.path.isfile(d) or (os.path.isdir(d) and os.listdir(d))]
     if existing and not args.overwrite:
         # Never mix synthetic images into a user's dataset (or into a half-written earlier run).
-        raise SystemExit(f"{out_dir} already holds data ({existing[0]}); pass --overwrite to replace it "
-                         f"or choose another --output")
+        raise DataError(f"{out_dir} already holds data ({existing[0]}); pass --overwrite to replace it "
+                        f"or choose another --output")
     backgrounds = list_backgrounds(args.backgrounds)
     if args.overwrite:   # stale files of a larger earlier dataset must not survive
         for name in (CORNERS_FILE, *SPLIT_IDS):
@@ -122,5 +131,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser)

@@ -6,12 +6,12 @@ export scripts write next to the models, so it always states what was measured a
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
 
-from common import EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, atomic_write_bytes
-from pose.refine import OUTSIDE_MARGIN_PX
+from common import EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, DataError, atomic_write_bytes, resolve_path, run_script
 
 HEADER = f"""# cardscan exported models
 
@@ -61,7 +61,7 @@ Two stages in one graph:
 1. YOLO12n-pose (Ultralytics 8.4.190), one class (card), 4 keypoints, trained by
    `train/train_corners.py`: finds the card and its corners to within a few pixels. FP16 weights
    and compute.
-2. The corner refiner (`train/pose/refine.py`, 0.1 M parameters, FP32), trained by
+2. The corner refiner (`train/corners/refine.py`, 0.1 M parameters, FP32), trained by
    `train/train_corner_refiner.py`: looks at a 64 x 64 px crop around each corner and moves it onto
    the card's edges.
 
@@ -80,8 +80,8 @@ lacks it) and native onnxruntime run it as is.
   corners (clockwise from the corner with the smallest x + y, as in `corner_annotations.json`), in
   pixels of the 480x640 input, continuous coordinates: the image spans 0..480 and 0..640, so the
   centre of the top-left pixel is (0.5, 0.5). Subtract 0.5 for pixel-index coordinates (the
-  annotations' convention). A corner the detector places more than {OUTSIDE_MARGIN_PX:g} px outside the image is
-  passed through unrefined.
+  annotations' convention). A corner the detector places far outside the image is passed through
+  unrefined (the margin is listed with the refiner below).
 - `score` float32 `[1]`: card confidence, 0..1. Below 0.25 there is no card and `corners` means
   nothing.
 
@@ -103,7 +103,7 @@ output only, and this is how to read it):
    (rows 5-16). A plain argmax works too, but neighbouring anchors score almost alike and their
    corners differ by a few pixels, so the mean is steadier from frame to frame and more accurate.
 
-`train/pose/metrics.py` (`decode_tensor`) is that decoding, and the same function is in the graph.
+`train/corners/metrics.py` (`decode_tensor`) is that decoding, and the same function is in the graph.
 """
 
 
@@ -178,6 +178,9 @@ def _corner_section(meta: dict) -> str:
                      if r.get("val_mean_px") is not None else ""), ""]
         if r.get("note"):
             lines.insert(-1, f"- {r['note']}")
+        if r.get("outside_margin_px") is not None:
+            lines.insert(-1, f"- {r['refine_steps']} looks per corner; corners the detector places more than "
+                             f"{r['outside_margin_px']:g} px outside the image pass through unrefined")
     lines += ["Reproduce:", "", "```", meta["export_command"], "```", ""]
     return "\n".join(lines)
 
@@ -259,5 +262,19 @@ def write_model_card(export_dir: str = EXPORT_DIR) -> str:
     return text
 
 
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Re-render the model card from the exports' JSON files",
+                                add_help=add_help)
+    p.add_argument("--export-dir", default=EXPORT_DIR)
+    return p
+
+
+def main(args: argparse.Namespace) -> str:
+    export_dir = resolve_path(args.export_dir)
+    if not os.path.isdir(export_dir):
+        raise DataError(f"{export_dir}: not a folder")
+    return write_model_card(export_dir)
+
+
 if __name__ == "__main__":
-    write_model_card()
+    run_script(main, get_args_parser)

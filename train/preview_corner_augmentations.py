@@ -1,5 +1,5 @@
 """Write augmented training examples with the corners drawn and numbered, to check by eye that
-the keypoints follow the pixels (pose/augment.py).
+the keypoints follow the pixels (corners/augment.py).
 
     python train/preview_corner_augmentations.py                       # 10 examples -> train/runs/corner_aug_preview
     python train/preview_corner_augmentations.py --num 20 --seed 3 --output-dir /tmp/preview
@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script
-from pose.augment import augment, get_corner_transforms
-from pose.data import canonical_order, corner_samples, in_frame
-from pose.predict import load_checked
+from corners.augment import augment, get_corner_transforms
+from corners.data import canonical_order, corner_samples, in_frame
+from corners.predict import load_checked
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import os
 import tempfile
 
 import torch
+from segmentation_export import export_and_verify, gate_images
 from torch import nn
 
 import export
@@ -31,13 +32,15 @@ from common import (
     EXPORT_DIR,
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
+    ScriptError,
     atomic_torch_save,
     atomic_write_bytes,
     resolve_path,
-    setup_logging,
+    run_script,
 )
 from metrics import segmentation_loss
 from model import load_checkpoint_model
+from onnx_utils import machine_description, onnx_latencies
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def _tp():
     try:
         import torch_pruning as tp
     except ImportError:
-        raise SystemExit("prune.py needs Torch-Pruning: pip install torch-pruning==1.6.1") from None
+        raise ScriptError("prune.py needs Torch-Pruning: pip install torch-pruning==1.6.1") from None
     return tp
 
 
@@ -216,20 +219,20 @@ def save_pruned(row: dict, args, source: dict) -> None:
 
 def measure_and_report(rows: list[dict], args, out_dir: str) -> None:
     """FP32 ONNX size and onnxruntime CPU latency of every row, measured here side by side."""
-    images = export.gate_images(args.data_path, 4, args.val_split)
+    images = gate_images(args.data_path, 4, args.val_split)
     with tempfile.TemporaryDirectory() as tmp:
         paths = [os.path.join(tmp, row["name"] + ".onnx") for row in rows]
         for row, path in zip(rows, paths):
-            export.export_and_verify(row["model"], path, fp16=False, images=images)
+            export_and_verify(row["model"], path, fp16=False, images=images)
             row["onnx_fp32_bytes"] = os.path.getsize(path)
-        for row, ms in zip(rows, export.onnx_latencies(paths, args.latency_runs)):   # interleaved
+        for row, ms in zip(rows, onnx_latencies(paths, args.latency_runs)):   # interleaved
             row["latency_ms"] = ms
     base = rows[0]
     lines = ["# Pruning report", "",
              f"Checkpoint `{os.path.basename(args.checkpoint)}`, {args.importance} importance, "
              f"{args.iterative_steps} step(s), {args.finetune_epochs} fine-tune epoch(s) per step, validation on "
              f"`{args.val_split}` ({args.data_path}). Latency: onnxruntime CPU, FP32 ONNX, 1x3x640x480, median of "
-             f"{args.latency_runs} runs, the models taking turns run by run, on {export.machine_description()}.", "",
+             f"{args.latency_runs} runs, the models taking turns run by run, on {machine_description()}.", "",
              "| model | ratio | params | MACs (G) | MACs vs unpruned | FP32 ONNX | CPU latency | latency vs unpruned "
              "| IoU after pruning | IoU after fine-tuning | IoU change (points) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -266,5 +269,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser)

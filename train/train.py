@@ -37,7 +37,8 @@ from common import (
     atomic_write_bytes,
     open_tensorboard,
     resolve_path,
-    setup_logging,
+    run_script,
+    select_device,
     write_csv,
 )
 from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
@@ -249,10 +250,7 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         args.output_dir = os.path.dirname(resolve_path(args.resume)) if args.resume else \
             os.path.join(DEFAULT_RUNS_DIR, "segmentation")
     args.output_dir = resolve_path(args.output_dir)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was asked for but no CUDA GPU is visible")
+    args.device = select_device(args.device, "training is meant for CUDA GPUs; see the CPU recipe in train/README.md")
     # FP16 autocast + GradScaler on CUDA; bf16 autocast on CPU (fp16 is slow there and
     # GradScaler unnecessary for bf16's fp32-sized exponent).
     if not args.amp:
@@ -266,8 +264,6 @@ def main(args: argparse.Namespace) -> dict:
     args = resolve_args(args)
     init_distributed(args)
     if not args.device.startswith("cuda"):
-        logger.warning("no CUDA GPU: training on the CPU with %s. Training is meant for CUDA GPUs; see the CPU "
-                       "recipe in train/README.md", "bf16 autocast" if args.amp_dtype else "fp32")
         torch.set_num_threads(max(1, args.threads or (os.cpu_count() or 1)))
     torch.manual_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -401,5 +397,4 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    setup_logging()
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser)

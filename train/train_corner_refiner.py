@@ -1,4 +1,4 @@
-"""Train the corner refiner (pose/refine.py): the second stage that snaps YOLO's corners onto the
+"""Train the corner refiner (corners/refine.py): the second stage that snaps YOLO's corners onto the
 card's edges.
 
     python train/train_corner_refiner.py                                  # dataset/, CUDA if present
@@ -44,11 +44,12 @@ from common import (
     open_tensorboard,
     resolve_path,
     run_script,
+    select_device,
     write_csv,
 )
-from pose.data import corner_samples, in_frame
-from pose.predict import load_checked
-from pose.refine import CROP_PX, CornerRefiner, extract_crops, load_refiner, rotations
+from corners.data import corner_samples, in_frame
+from corners.predict import load_checked
+from corners.refine import CROP_PX, CornerRefiner, extract_crops, load_refiner, rotations
 
 logger = logging.getLogger(__name__)
 
@@ -201,12 +202,8 @@ def main(args: argparse.Namespace) -> dict:
     data_path = resolve_path(args.data_path)
     output_dir = resolve_path(args.output_dir or (os.path.dirname(args.resume) if args.resume else
                                                   os.path.join(DEFAULT_RUNS_DIR, "corner_refiner")))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device} asks for a CUDA GPU but none is visible; use --device cpu")
+    device = select_device(args.device, "the corner refiner trains in FP32 there")
     amp = device.startswith("cuda") and args.amp     # FP16 autocast + GradScaler; the CPU trains in FP32
-    if not device.startswith("cuda"):
-        logger.warning("no CUDA GPU: training the corner refiner on the CPU (FP32)")
     torch.manual_seed(args.seed)
     os.makedirs(output_dir, exist_ok=True)
 

@@ -8,9 +8,9 @@
 
 The annotations are converted into an Ultralytics pose dataset under .cache/ (the images are
 linked, never copied; dataset/ is never written to). Training images are 480x640 portraits,
-augmented by pose/augment.py and batched at 640 high x 480 wide, the shape the exported model
+augmented by corners/augment.py and batched at 640 high x 480 wide, the shape the exported model
 takes. Early stopping, the LR plateau and best.pt all
-follow the validation corner error in pixels (pose/trainer.py). Writes weights/last.pt and
+follow the validation corner error in pixels (corners/trainer.py). Writes weights/last.pt and
 best.pt, results.csv (Ultralytics' metrics plus `corners/*` per epoch), TensorBoard events and
 corner_options.json (what a resume needs). Nothing reaches for the network.
 """
@@ -25,16 +25,22 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 
-import torch  # noqa: E402
-
-from common import DEFAULT_DATASET, DEFAULT_LOADER_WORKERS, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script  # noqa: E402,E501
-from pose.data import DEFAULT_CACHE_DIR, KPT_L1_GAIN, KPT_SHAPE, build_pose_dataset  # noqa: E402
+from common import (  # noqa: E402,E501
+    DEFAULT_DATASET,
+    DEFAULT_LOADER_WORKERS,
+    DEFAULT_RUNS_DIR,
+    DataError,
+    resolve_path,
+    run_script,
+    select_device,
+)
+from corners.data import DEFAULT_CACHE_DIR, KPT_L1_GAIN, KPT_SHAPE, build_pose_dataset  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 MODEL_CFG = "yolo12n-pose.yaml"   # built from Ultralytics' packaged config: no official YOLO12 pose weights
-TRAIN_IMGSZ = 640                 # Ultralytics' long side; batches are 640x480 (pose/trainer.py)
-# Ultralytics' own augmentations, set deliberately: pose/augment.py replaces all of them on the
+TRAIN_IMGSZ = 640                 # Ultralytics' long side; batches are 640x480 (corners/trainer.py)
+# Ultralytics' own augmentations, set deliberately: corners/augment.py replaces all of them on the
 # original frame (zoom, shift, rotation, perspective, flip with corner re-ordering, colour), so
 # nothing here may move, scale, flip or recolour the image a second time. Mosaic would also shrink
 # cards to a quarter and cut corners in half at tile seams.
@@ -51,17 +57,13 @@ WARMUP_EPOCHS_FROM_SCRATCH = 3.0
 
 def resolve_device(device: str | None) -> str:
     """Ultralytics device string; CUDA when present, else the CPU with a warning."""
-    if device is None:
-        device = "0" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device} asks for a CUDA GPU but none is visible; use --device cpu")
-    if "," in device:
-        raise SystemExit("one GPU per run: Ultralytics runs several GPUs in a subprocess that cannot carry this "
-                         "script's trainer")
-    if device == "cpu":
-        logger.warning("no CUDA GPU: training on the CPU, without mixed precision. It works (the tests do it) but a "
-                       "real run needs hours; the corner model is meant to be trained on a CUDA GPU")
-    return device
+    if device is not None and "," in device:
+        raise DataError("one GPU per run: Ultralytics runs several GPUs in a subprocess that cannot carry this "
+                        "script's trainer")
+    device = select_device(device, "without mixed precision; it works, but a real run needs hours: the corner "
+                                   "model is meant to be trained on a CUDA GPU")
+    # Ultralytics names a GPU by its index ("0"), not "cuda"/"cuda:N".
+    return "cpu" if device == "cpu" else device.removeprefix("cuda").removeprefix(":") or "0"
 
 
 def saved_trainer_options(saved: dict) -> dict:
@@ -79,8 +81,8 @@ def warmup_epochs(args: argparse.Namespace) -> float:
 def main(args: argparse.Namespace) -> dict:
     from ultralytics import YOLO
 
-    from pose.predict import load_pose_model
-    from pose.trainer import OPTIONS_FILE, make_trainer
+    from corners.predict import load_pose_model
+    from corners.trainer import OPTIONS_FILE, make_trainer
 
     data_root = resolve_path(args.data_path)
     if args.kpt_l1_gain < 0:
@@ -160,7 +162,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--stop-patience", type=int, default=15, help="early stopping: epochs without corner-error gain")
     p.add_argument("--min-delta", type=float, default=0.05, help="px: the smallest corner-error drop that counts")
     p.add_argument("--kpt-l1-gain", type=float, default=KPT_L1_GAIN,
-                   help="weight of the L1 corner term added to Ultralytics' keypoint loss (pose/loss.py); 0 = off")
+                   help="weight of the L1 corner term added to Ultralytics' keypoint loss (corners/loss.py); 0 = off")
     p.add_argument("--extra", default=None, help="JSON of further Ultralytics train() arguments, e.g. '{\"pose\": 20}'")
     p.add_argument("--quiet", action="store_true")
     return p

@@ -33,11 +33,11 @@ from ultralytics.utils import USER_CONFIG_DIR, colorstr
 from ultralytics.utils import plotting as ul_plotting
 from ultralytics.utils.torch_utils import unwrap_model
 
-from common import IMAGE_HEIGHT, IMAGE_WIDTH, atomic_write_bytes
-from pose.augment import augment, get_corner_transforms
-from pose.data import KPT_L1_GAIN, LOSS_OKS_SIGMA, NUM_CORNERS, box_from_corners, corner_samples, in_frame
-from pose.loss import CornerPoseLoss
-from pose.predict import evaluate_runner, torch_runner
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, atomic_write_bytes, open_tensorboard
+from corners.augment import augment, get_corner_transforms
+from corners.data import KPT_L1_GAIN, LOSS_OKS_SIGMA, NUM_CORNERS, box_from_corners, corner_samples, in_frame
+from corners.loss import CornerPoseLoss
+from corners.predict import evaluate_runner, torch_runner
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class CornerPoseDataset(YOLODataset):
         """Training batches keep the 480x640 portrait frame the model is exported for. Ultralytics
         would letterbox onto a 640x640 canvas with grey bars that the exported model never sees
         (measured: the same weights scored 13.0 px mean error on letterboxed frames and 18.3 px on
-        plain ones). Its affine, mosaic, flip and HSV steps are not needed: pose/augment.py did them."""
+        plain ones). Its affine, mosaic, flip and HSV steps are not needed: corners/augment.py did them."""
         transforms = super().build_transforms(hyp)
         if self.augment:
             fmt = transforms.transforms[-1]    # Ultralytics' Format step: tensors, normalised labels
@@ -151,7 +151,7 @@ def make_trainer(data_root: str, aug_strength: float = 1.0, plateau_patience: in
 
     plateau_patience / stop_patience: epochs without the capped mean corner error improving by at
     least min_delta px before the LR is multiplied by plateau_factor / training stops.
-    kpt_l1_gain: weight of the L1 corner term added to Ultralytics' keypoint loss (pose/loss.py).
+    kpt_l1_gain: weight of the L1 corner term added to Ultralytics' keypoint loss (corners/loss.py).
     """
 
     class CornerPoseTrainer(PoseTrainer):
@@ -190,9 +190,9 @@ def make_trainer(data_root: str, aug_strength: float = 1.0, plateau_patience: in
         def set_model_attributes(self):
             super().set_model_attributes()
             # data.yaml's kpt_oks_sigmas (tight, for the OKS metric) would also set the loss width;
-            # the loss keeps the wide default (see pose/data.py).
+            # the loss keeps the wide default (see corners/data.py).
             self.model.kpt_oks_sigmas = [LOSS_OKS_SIGMA] * NUM_CORNERS
-            # Our keypoint loss (pose/loss.py). Ultralytics builds model.criterion lazily only when it
+            # Our keypoint loss (corners/loss.py). Ultralytics builds model.criterion lazily only when it
             # is None, and strips it from every checkpoint, so setting it here covers training, the
             # EMA copy's validation loss and a resume alike.
             self.model.criterion = CornerPoseLoss(self.model, kpt_l1_gain)
@@ -266,13 +266,7 @@ def make_trainer(data_root: str, aug_strength: float = 1.0, plateau_patience: in
         # --- logging ----------------------------------------------------------------------
         def log_tensorboard(self) -> None:
             if self._tb is None:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError:
-                    logger.warning("tensorboard is not installed: corner metrics go to results.csv only")
-                    self._tb = False
-                    return
-                self._tb = SummaryWriter(os.path.join(self.save_dir, "tensorboard"))
+                self._tb = open_tensorboard(str(self.save_dir)) or False   # False: warned once, no writer
             if self._tb is False:
                 return
             step = self.epoch + 1

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import TRAIN_DIR, DataError
-from pose.metrics import decode_tensor
+from corners.metrics import decode_tensor
 
 # The committed refiner (trained on the synthetic dataset): the default of evaluation and export.
 DEFAULT_REFINER = os.path.join(TRAIN_DIR, "checkpoints", "card_corner_refiner.pt")

@@ -2,7 +2,7 @@
 at a few pixels.
 
 Ultralytics' keypoint loss is 1 - exp(-e), e = r^2 / (8 sigma^2 A), with r the corner error and
-A the box area. At the loss width of 0.25 (pose/data.py) and a typical card box
+A the box area. At the loss width of 0.25 (corners/data.py) and a typical card box
 (A = 300 x 420 px) that is r^2 / 63000: a 10 px error costs 0.0016 and its gradient is 0.0003
 per px, a 5 px error half that. Next to the box losses this is nothing, and the trained model
 kept a median error near 10 px with every corner pulled about 5 px towards the card centre
@@ -13,7 +13,7 @@ The added term is the L1 distance per coordinate divided by sqrt(A), i.e. in uni
 size like OKS: its gradient is the same at 100 px and at 1 px, so it pulls just as hard on the
 last few pixels that the 5 px target is about, and, being L1, it is not dragged by the odd
 outlier. It is scaled like the OKS term (mean over the visible corners, then Ultralytics' `pose`
-gain) and weighted by `l1_gain` (pose.data.KPT_L1_GAIN by default; 0 gives Ultralytics' loss unchanged).
+gain) and weighted by `l1_gain` (corners.data.KPT_L1_GAIN by default; 0 gives Ultralytics' loss unchanged).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from ultralytics.utils.loss import KeypointLoss, v8PoseLoss
 
-from pose.data import KPT_L1_GAIN
+from corners.data import KPT_L1_GAIN
 
 
 class CornerKeypointLoss(KeypointLoss):

@@ -18,10 +18,12 @@ the argmax alone flipped between them under FP16 rounding (32 px jumps) and was 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from pose.data import CORNER_NAMES, NUM_CORNERS
+from corners.data import CORNER_NAMES, NUM_CORNERS
 
 THRESHOLDS_PX = (5, 10, 20)
 DEFAULT_CONF = 0.25
@@ -107,6 +109,11 @@ def summarize(errors: np.ndarray, visible: np.ndarray, negatives_found: np.ndarr
         out["negative_images"] = int(len(neg))
         out["false_positive_pct"] = 100.0 * float(neg.mean()) if len(neg) else float("nan")
     return out
+
+
+def jsonable(m: dict) -> dict:
+    """inf / NaN are not JSON: null instead."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
 
 
 def format_table(m: dict, thresholds=THRESHOLDS_PX) -> str:

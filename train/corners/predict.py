@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
+from corners.data import NUM_CORNERS, in_frame
+from corners.metrics import DEFAULT_CONF, corner_errors, decode_tensor, summarize
+from corners.refine import CornerRefiner, refine_corners
 from dataset import read_image
-from pose.data import NUM_CORNERS, in_frame
-from pose.metrics import DEFAULT_CONF, corner_errors, decode_tensor, summarize
-from pose.refine import CornerRefiner, refine_corners
+from onnx_utils import ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,10 @@ def torch_runner(model: torch.nn.Module, refiner: CornerRefiner | None = None) -
 
 def load_pose_model(path: str):
     """An Ultralytics YOLO pose model from a checkpoint, or a DataError naming the file."""
-    from ultralytics import YOLO
-
     if not os.path.isfile(path):
         raise DataError(f"{path} does not exist")
+    from ultralytics import YOLO
+
     try:
         return YOLO(path, task="pose")
     except Exception as e:   # a file that is not an Ultralytics checkpoint fails deep inside torch.load
@@ -71,10 +72,7 @@ def load_pose_model(path: str):
 def onnx_runner(path: str, threads: int = 0, refine: bool = True) -> Runner:
     """card_corners.onnx through onnxruntime CPU: its refined `corners` and `score` outputs, or with
     refine=False (or a file exported without the refiner) the decoded `output0` alone."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads)
     name = sess.get_inputs()[0].name
     refined = refine and {o.name for o in sess.get_outputs()} >= {REFINED_OUTPUT, SCORE_OUTPUT}
     if refine and not refined:

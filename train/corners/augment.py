@@ -22,7 +22,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pose.data import canonical_permutation  # noqa: E402
+from corners.data import canonical_permutation  # noqa: E402
 
 MAX_ZOOM = 0.5            # centred zoom-in up to +50 %
 MAX_SHIFT = 0.25          # horizontal or vertical shift up to 25 % of the frame

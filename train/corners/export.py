@@ -1,0 +1,151 @@
+"""Corner checkpoint (+ refiner) -> one ONNX graph behind a parity gate: the library under
+export_corners.py.
+
+Graph contract (documented in the model card):
+    input  "images":  float32 [1, 3, 640, 480], RGB, 0..1
+    output "output0": float32 [1, 17, 6300], the detector's candidates, decoded by
+                      corners/metrics.decode_tensor
+    output "corners": float32 [1, 4, 2], those corners refined (corners/refine.py), continuous px
+    output "score":   float32 [1], the card's confidence
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import onnx
+import torch
+
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
+from corners.data import NUM_CORNERS, corner_samples
+from corners.metrics import DEFAULT_CONF, jsonable
+from corners.predict import (
+    INPUT_NAME,
+    RAW_OUTPUT,
+    REFINED_OUTPUT,
+    SCORE_OUTPUT,
+    load_checked,
+    load_pose_model,
+    onnx_runner,
+    torch_runner,
+)
+from corners.refine import OUTSIDE_MARGIN_PX, REFINE_STEPS, DecodeAndRefine
+from onnx_utils import GateError, check_model
+
+# opset 17: every onnxruntime build we target runs it (web 1.22 WASM/WebGPU, Mobile, CPU/CUDA).
+DEFAULT_OPSET = 17
+GATE_MAX_CORNER_DIFF_PX = 1.0
+GATE_IMAGES = 16
+MIN_REFINER_OPSET = 16   # GridSample
+# The detector's candidates at 640x480: one per cell of its stride-8, 16 and 32 grids.
+NUM_ANCHORS = sum((IMAGE_HEIGHT // s) * (IMAGE_WIDTH // s) for s in (8, 16, 32))
+
+
+def ultralytics_export(checkpoint: str, fmt: str, out_dir: str, stem: str, **kwargs) -> str:
+    """Runs Ultralytics' exporter on a copy of the checkpoint in a temporary folder (it writes next
+    to its input) and moves the result to out_dir/<stem><suffix>; returns that path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, stem + ".pt")
+        shutil.copyfile(checkpoint, src)
+        produced = load_pose_model(src).export(format=fmt, imgsz=[IMAGE_HEIGHT, IMAGE_WIDTH], batch=1,
+                                               dynamic=False, nms=False, device="cpu", **kwargs)
+        produced = str(produced)
+        dst = os.path.join(out_dir, os.path.basename(produced))
+        if os.path.isdir(dst):
+            shutil.rmtree(dst)
+        shutil.move(produced, dst)
+    return dst
+
+
+def gate_images(data_path: str, n: int = GATE_IMAGES, split: str = "test") -> np.ndarray:
+    """(n, 640, 480, 3) uint8 RGB test images with a card (the gate compares corners)."""
+    samples = [p for p, c in corner_samples(data_path, split) if c is not None][:n]
+    if not samples:
+        raise DataError(f"{os.path.join(data_path, split)}: no image with annotated corners for the parity gate")
+    return np.stack([load_checked(p) for p in samples])
+
+
+def refine_stage_onnx(refiner, opset: int) -> onnx.ModelProto:
+    """corners.refine.DecodeAndRefine as an FP32 ONNX graph: inputs `images` and `output0` (named as
+    the detector's input and output, so appending it wires itself), outputs `corners`, `score`."""
+    stage = DecodeAndRefine(refiner).float().eval()
+    images = torch.zeros(1, 3, IMAGE_HEIGHT, IMAGE_WIDTH)
+    output0 = torch.zeros(1, 5 + 3 * NUM_CORNERS, NUM_ANCHORS)
+    output0[:, 2:5] = 1.0      # a valid box and score, so tracing sees the real path
+    buf = io.BytesIO()
+    torch.onnx.export(stage, (images, output0), buf, input_names=[INPUT_NAME, RAW_OUTPUT],
+                      output_names=[REFINED_OUTPUT, SCORE_OUTPUT], opset_version=opset, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def append_refiner(detector: onnx.ModelProto, stage: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph: the detector's nodes, then the refine stage's (its tensors prefixed `refine/`),
+    reading the detector's `images` input and `output0` output. `output0` stays an output, so
+    code written against the detector alone keeps working."""
+    stage = onnx.compose.add_prefix(stage, "refine/")
+    rename = {"refine/" + n: n for n in (INPUT_NAME, RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT)}
+    for node in stage.graph.node:
+        node.input[:] = [rename.get(x, x) for x in node.input]
+        node.output[:] = [rename.get(x, x) for x in node.output]
+    merged = onnx.ModelProto()
+    merged.CopyFrom(detector)
+    merged.graph.node.extend(stage.graph.node)
+    merged.graph.initializer.extend(stage.graph.initializer)
+    for out in stage.graph.output:
+        out.name = rename[out.name]
+        merged.graph.output.append(out)
+    return merged
+
+
+def parity_gate(onnx_path: str, model, images: np.ndarray, refiner=None) -> dict:
+    """Corners of the ONNX file vs PyTorch FP32 on the same images: the refined output against the
+    detector + refiner in PyTorch, and the decoded output0 against the detector alone."""
+    check_model(onnx_path)
+    result = {"images": int(len(images)), "max_allowed_px": GATE_MAX_CORNER_DIFF_PX}
+    pairs = [("", torch_runner(model), onnx_runner(onnx_path, refine=False))]
+    if refiner is not None:
+        pairs.insert(0, ("refined_", torch_runner(model, refiner), onnx_runner(onnx_path, refine=True)))
+    failed = []
+    for prefix, ref_run, out_run in pairs:
+        (ref_k, ref_s), (out_k, out_s) = ref_run(images), out_run(images)
+        ref_f, out_f = ref_s >= DEFAULT_CONF, out_s >= DEFAULT_CONF
+        both = ref_f & out_f
+        diff = float(np.linalg.norm(out_k[both] - ref_k[both], axis=-1).max()) if both.any() else 0.0
+        mismatches = int((ref_f != out_f).sum())
+        result[f"max_{prefix}corner_diff_px"] = round(diff, 4) if np.isfinite(diff) else None
+        result[f"max_{prefix}score_diff"] = round(float(np.abs(out_s - ref_s).max()), 5)
+        result[f"{prefix}found_mismatches"] = mismatches
+        # NaN compares False with everything: a non-finite difference is a failure, not a pass.
+        if mismatches or not np.isfinite(diff) or diff > GATE_MAX_CORNER_DIFF_PX:
+            failed.append(RAW_OUTPUT if not prefix else REFINED_OUTPUT)
+    if failed:
+        raise GateError(f"{os.path.basename(onnx_path)} failed the parity gate on {', '.join(failed)}: {result}")
+    return result
+
+
+def refiner_summary(path: str, note: str | None = None) -> dict:
+    """What the refiner checkpoint says about its training."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    a, h = ckpt.get("args") or {}, ckpt.get("history") or []
+    keep = ("epochs", "batch_size", "lr", "jitter_px", "seed")
+    # The refinement settings the graph was built with, so the model card reads them from here.
+    return {"checkpoint": os.path.basename(path), "note": note, "epoch": ckpt.get("epoch"),
+            "refine_steps": REFINE_STEPS, "outside_margin_px": OUTSIDE_MARGIN_PX,
+            "args": {k: a[k] for k in keep if k in a}, "val_mean_px": ckpt.get("val_mean_px"), "epochs_run": len(h),
+            "train_minutes": round(sum(r.get("epoch_s", 0) for r in h) / 60, 1)}
+
+
+def detector_summary(ckpt_path: str, note: str | None = None) -> dict:
+    """What the checkpoint says about its training (Ultralytics keeps train_args and the last metrics)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    a = ckpt.get("train_args") or {}
+    m = ckpt.get("train_metrics") or {}
+    keep = ("epochs", "time", "batch", "imgsz", "optimizer", "lr0", "cos_lr", "warmup_epochs", "amp")
+    return {"note": note, "args": {k: a[k] for k in keep if k in a},
+            "val_corners": jsonable({k.split("/", 1)[1]: round(float(v), 4) for k, v in m.items()
+                                     if k.startswith("corners/")}),
+            "date": ckpt.get("date"), "ultralytics": ckpt.get("version")}

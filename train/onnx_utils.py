@@ -1,0 +1,100 @@
+"""ONNX helpers shared by the export, evaluation and pruning scripts.
+
+One home for: the onnxruntime CPU session, FP16 conversion, interleaved latency, file hashes, the
+machine description recorded next to a measurement, and the parity-gate error. onnx and
+onnxruntime are imported where they are used, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, ScriptError
+
+
+class GateError(ScriptError):
+    """An exported file does not match PyTorch; the message says how."""
+
+
+def ort_session(path: str, threads: int = 0):
+    """An onnxruntime CPU InferenceSession; threads=0 lets onnxruntime choose (one per core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def to_fp16(proto):
+    """FP16 weights and compute with float32 inputs and outputs (casts at the edges).
+
+    onnxconverter_common rather than onnxruntime.transformers' converter: the latter leaves the
+    graph unsorted, which onnx.checker rejects.
+    """
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        # It warns once per weight below FP16's smallest normal; clamping those is intended.
+        warnings.simplefilter("ignore", UserWarning)
+        return float16.convert_float_to_float16(proto, keep_io_types=True)
+
+
+def check_model(path: str) -> None:
+    """onnx.checker's full check, as a GateError naming the file."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(path, full_check=True)
+    except Exception as e:
+        raise GateError(f"onnx.checker rejected {path}: {e}") from e
+
+
+def onnx_latencies(paths: list[str], runs: int = 20, warmup: int = 3, threads: int = 0) -> list[float]:
+    """Median ms of onnxruntime CPU inference at 1x3x640x480 for each single-input file.
+
+    The files take turns run by run, so a machine that speeds up or slows down during the
+    measurement (a shared VM, thermal limits) shifts every file alike and the ratios hold.
+    """
+    sessions = [ort_session(p, threads) for p in paths]
+    x = np.random.default_rng(0).random((1, 3, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.float32)
+    times: list[list[float]] = [[] for _ in paths]
+    for i in range(warmup + runs):
+        for sess, t in zip(sessions, times):
+            t0 = time.perf_counter()
+            sess.run(None, {sess.get_inputs()[0].name: x})
+            if i >= warmup:
+                t.append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def machine_description() -> str:
+    """CPU model and core count, recorded with every latency (machines differ 3-5x)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()}"
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__

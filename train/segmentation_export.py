@@ -1,0 +1,158 @@
+"""Segmentation model -> ONNX behind a parity gate: the library under export.py and prune.py.
+
+Graph contract (see the model card):
+    input  "image": float32 [1, 3, 640, 480], RGB, 0..1 (ImageNet normalisation is inside)
+    output "mask":  float32 [1, 1, 640, 480], probability that the pixel is card
+The gate: onnx.checker (full check), then onnxruntime CPU against PyTorch FP32 on real images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
+from dataset import find_samples, load_sample
+from onnx_utils import GateError, check_model, ort_session, to_fp16
+
+# opset 13: HardSwish becomes HardSigmoid + Mul, which onnxruntime-web's WASM backend runs faster
+# and every WebGPU/WASM/mobile build supports.
+DEFAULT_OPSET = 13
+INPUT_NAME, OUTPUT_NAME = "image", "mask"
+# Parity gate: the thresholded masks must agree (IoU) and probabilities stay within a bound.
+# FP16 rounding moves probabilities near the decision boundary by a few percent at most.
+GATE_MIN_MASK_IOU = 0.99
+GATE_MAX_PROB_DIFF = {"fp32": 1e-3, "fp16": 0.1}
+GATE_IMAGES = 8
+
+
+class ExportWrapper(nn.Module):
+    """(1, 3, H, W) RGB 0..1 -> (1, 1, H, W) card probability (softmax class 1)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image).softmax(1)[:, 1:2]
+
+
+def to_input(images: np.ndarray) -> np.ndarray:
+    """(N, 640, 480, 3) uint8 RGB -> (N, 3, 640, 480) float32 0..1, the graph's input."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def to_onnx(model: nn.Module, path: str, fp16: bool, opset: int = DEFAULT_OPSET) -> None:
+    """Write the ONNX graph; fp16 converts weights and compute, keeping float32 IO."""
+    import onnx
+
+    wrapper = ExportWrapper(model).eval().float()
+    dummy = torch.rand(1, 3, IMAGE_HEIGHT, IMAGE_WIDTH)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "fp32.onnx")
+        torch.onnx.export(wrapper, (dummy,), raw, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+        proto = onnx.load(raw)
+    onnx.save(to_fp16(proto) if fp16 else proto, path)
+
+
+def predict_onnx(path: str, images: np.ndarray, threads: int = 0) -> np.ndarray:
+    """(N, 640, 480, 3) uint8 RGB -> (N, 640, 480) probabilities through onnxruntime CPU."""
+    sess = ort_session(path, threads)
+    return np.stack([sess.run([OUTPUT_NAME], {INPUT_NAME: x[None]})[0][0, 0] for x in to_input(images)])
+
+
+@torch.inference_mode()
+def predict_torch(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """(N, 640, 480, 3) uint8 RGB -> (N, 640, 480) probabilities, PyTorch FP32."""
+    wrapper = ExportWrapper(model).eval().float()
+    return np.stack([wrapper(torch.from_numpy(x[None]))[0, 0].numpy() for x in to_input(images)])
+
+
+def parity_gate(path: str, model: nn.Module, images: np.ndarray, precision: str) -> dict:
+    """onnx.checker, then onnxruntime vs PyTorch FP32 on (N, 640, 480, 3) uint8 images; raises GateError."""
+    check_model(path)
+    got, ref = predict_onnx(path, images), predict_torch(model, images)
+    if got.shape != ref.shape or not np.isfinite(got).all():
+        raise GateError(f"{path}: output shape {got.shape} / finite={np.isfinite(got).all()}, expected {ref.shape}")
+    a, b = got >= 0.5, ref >= 0.5
+    union = np.logical_or(a, b).sum()
+    mask_iou = float(np.logical_and(a, b).sum() / union) if union else 1.0
+    max_diff = float(np.abs(got - ref).max())
+    report = {"mask_iou": mask_iou, "max_prob_diff": max_diff, "images": int(len(images)),
+              "min_mask_iou": GATE_MIN_MASK_IOU, "max_prob_diff_allowed": GATE_MAX_PROB_DIFF[precision]}
+    if mask_iou < GATE_MIN_MASK_IOU or max_diff > GATE_MAX_PROB_DIFF[precision]:
+        raise GateError(f"{path} fails the parity gate: mask IoU {mask_iou:.4f} (>= {GATE_MIN_MASK_IOU} needed), "
+                        f"max probability difference {max_diff:.4f} (<= {GATE_MAX_PROB_DIFF[precision]} needed)")
+    return report
+
+
+def gate_images(data_path: str, n: int = GATE_IMAGES, split: str = "test") -> np.ndarray:
+    """(n, 640, 480, 3) uint8 RGB: the first n images of the split whose mask holds a card.
+
+    Decided by the mask, not the file name, so a user's own card-free images stay out of the gate
+    (an all-background pair passes any model that outputs background).
+    """
+    images = []
+    for sample in find_samples(data_path, split):
+        image, mask = load_sample(*sample)
+        if mask.any():
+            images.append(image)
+            if len(images) == n:
+                break
+    if not images:
+        raise DataError(f"{os.path.join(data_path, split, 'masks')}: no mask with a card for the parity gate")
+    return np.stack(images)
+
+
+def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarray, opset: int = DEFAULT_OPSET,
+                      post_export: Callable[[str], None] | None = None) -> dict:
+    """Export to a temporary file, gate it, and only then move it to ``path``.
+
+    ``post_export`` may edit the temporary file before the gate (tests use it to corrupt one).
+    On failure nothing is left at ``path``.
+    """
+    precision = "fp16" if fp16 else "fp32"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".onnx")
+    os.close(fd)
+    try:
+        to_onnx(model, tmp, fp16, opset)
+        if post_export is not None:
+            post_export(tmp)
+        report = parity_gate(tmp, model, images, precision)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        for p in (tmp, path):   # an older file at `path` no longer matches this checkpoint
+            if os.path.exists(p):
+                os.remove(p)
+        raise
+    return {"file": os.path.basename(path), "precision": precision, "opset": opset, "gate": report}
+
+
+def checkpoint_summary(ckpt: dict) -> dict:
+    """What a train.py or prune.py checkpoint says about its training, for the model card."""
+    args = ckpt.get("args") or {}
+    if ckpt.get("pruning"):
+        # A prune.py checkpoint carries its source's history; what describes it is the pruning run.
+        return {k: v for k, v in {
+            "source_checkpoint": ckpt.get("source_checkpoint"), "lr": args.get("lr"),
+            "batch_size": args.get("batch_size"), "size": args.get("size"),
+            "max_train_images": args.get("max_train_images"), "amp_dtype": args.get("amp_dtype"),
+            "pruning": ckpt["pruning"]}.items() if v is not None}
+    history = ckpt.get("history") or []
+    return {k: v for k, v in {
+        "command": ckpt.get("command"), "hardware": ckpt.get("hardware"),
+        "train_images": ckpt.get("train_images"), "val_images": ckpt.get("val_images"),
+        "epochs_run": len(history), "best_epoch": ckpt.get("best_epoch"), "best_val_iou": ckpt.get("best_iou"),
+        "train_time_min": round(sum(r.get("epoch_s", 0) for r in history) / 60, 1) if history else None,
+        "lr": args.get("lr"), "batch_size": args.get("batch_size"), "size": args.get("size"),
+        "low_res_epochs": args.get("low_res_epochs"), "pretrained_backbone": ckpt.get("pretrained_backbone"),
+        "amp_dtype": args.get("amp_dtype"), "pruning": ckpt.get("pruning"),
+    }.items() if v is not None}
