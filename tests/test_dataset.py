@@ -16,10 +16,55 @@ from dataset import (
 )
 
 
-def test_training_pipeline_has_required_transforms():
-    names = {type(t).__name__ for t in get_training_transforms().transforms}
-    assert {"RandomSizedCrop", "PixelDropout", "Erasing"} <= names
-    assert {"HorizontalFlip", "Affine", "Perspective", "ColorJitter", "ImageCompression"} <= names
+def _card_scene():
+    """A red card (its mask) left of centre on a blue table, 480x640: every change shows."""
+    image = np.empty((640, 480, 3), np.uint8)
+    image[:] = (40, 40, 160)
+    mask = np.zeros((640, 480), np.uint8)
+    mask[100:400, 40:200] = 1
+    image[mask == 1] = (200, 60, 60)
+    return image, mask
+
+
+def test_training_pipeline_zooms_flips_tilts_recolours_and_occludes_the_card():
+    """What the training transforms are for, measured on 60 draws of one frame: the card is zoomed
+    in and out, mirrored about half the time, tilted; its colour changes; occluders and dead pixels
+    cover parts of it while the mask keeps the whole card (the card is still there under them)."""
+    image, mask = _card_scene()
+    src_area = mask.mean()
+    pipe = get_training_transforms(320, 240)
+    pipe.set_random_seed(0)
+    areas, mirrored, tilted, recoloured, occluded = [], 0, 0, 0, 0
+    for _ in range(60):
+        out = pipe(image=image, mask=mask)
+        img, m = out["image"], out["mask"]
+        assert img.shape == (320, 240, 3) and m.shape == (320, 240) and set(np.unique(m)) <= {0, 1}
+        areas.append(m.mean())
+        if m.sum() < 100:
+            continue
+        mirrored += np.nonzero(m)[1].mean() > 120
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        whole = np.zeros_like(m)
+        cv2.drawContours(whole, contours, -1, 1, -1)
+        assert np.array_equal(whole, m), "the mask has a hole: an occluder was cut out of the card"
+        angle = cv2.minAreaRect(max(contours, key=cv2.contourArea))[2] % 90
+        tilted += min(angle, 90 - angle) > 3
+        inside = img[cv2.erode(m, np.ones((11, 11), np.uint8)).astype(bool)].astype(np.float32)
+        if len(inside) < 100:
+            continue
+        colour = np.median(inside, 0)
+        recoloured += np.abs(colour - (200, 60, 60)).max() > 10
+        occluded += (np.linalg.norm(inside - colour, axis=1) > 90).mean() > 0.003
+    assert min(areas) < 0.7 * src_area and max(areas) > 1.5 * src_area, (min(areas), max(areas), src_area)
+    assert 15 <= mirrored <= 45, mirrored
+    assert tilted >= 10 and recoloured >= 20 and occluded >= 3, (tilted, recoloured, occluded)
+
+
+def test_validation_pipeline_only_resizes():
+    image, mask = _card_scene()
+    out = get_validation_transforms(320, 240)(image=image, mask=mask)
+    np.testing.assert_array_equal(out["image"], cv2.resize(image, (240, 320), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(out["mask"], cv2.resize(mask, (240, 320), interpolation=cv2.INTER_NEAREST))
 
 
 def test_spatial_transforms_keep_image_and_mask_aligned(tiny_dataset):

@@ -1,6 +1,8 @@
 import json
 import os
+import re
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,7 +13,7 @@ from conftest import make_dataset
 
 import export
 import model_card
-from common import EXPORT_DIR
+from common import EXPORT_DIR, DataError
 from dataset import find_samples, load_sample
 from model import build_model
 from onnx_utils import GateError, sha256
@@ -66,15 +68,64 @@ def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_p
     ckpt = tmp_path / "best.pt"
     torch.save({"model": small_model.state_dict(), "args": {"lr": 1e-3}, "history": []}, ckpt)
     out = tmp_path / "exported"
+    # The model card's metrics come from --eval-data-path: three test images of tiny_dataset, linked.
+    eval_set = tmp_path / "eval"
+    for sub in ("images", "masks"):
+        os.makedirs(eval_set / "test" / sub)
+    for image, mask in find_samples(tiny_dataset, "test")[:3]:
+        os.symlink(image, eval_set / "test" / "images" / os.path.basename(image))
+        os.symlink(mask, eval_set / "test" / "masks" / os.path.basename(mask))
     args = export.get_args_parser().parse_args([str(ckpt), "--data-path", tiny_dataset, "--output-dir", str(out),
-                                                "--gate-images", "2", "--latency-runs", "2"])
+                                                "--gate-images", "2", "--latency-runs", "1",
+                                                "--eval-data-path", os.path.realpath(eval_set)])
     meta = export.main(args)
     names = sorted(os.listdir(out))
     assert names == ["README.md", "card_segmentation.json", "card_segmentation.onnx", "card_segmentation_fp32.onnx"]
     assert [f["precision"] for f in meta["files"]] == ["fp16", "fp32"]
     assert os.path.getsize(out / "card_segmentation.onnx") < 0.6 * os.path.getsize(out / "card_segmentation_fp32.onnx")
     assert (out / "README.md").read_text() == model_card.render_model_card(str(out))
-    assert "test_metrics" in meta["files"][0]
+    for f in meta["files"]:
+        assert f["test_metrics"]["images"] == 3 and f["test_metrics"]["dataset"] == os.path.realpath(eval_set)
+
+
+def _split_of(root, samples):
+    """A test split of (name, image, mask) written as <root>/test/{images,masks}; train is left empty."""
+    for sub in ("images", "masks"):
+        os.makedirs(os.path.join(root, "test", sub), exist_ok=True)
+    for name, image, mask in samples:
+        cv2.imwrite(os.path.join(root, "test", "images", name + ".jpg"), image[..., ::-1])
+        cv2.imwrite(os.path.join(root, "test", "masks", name + ".png"), mask * 255)
+    return str(root)
+
+
+def test_gate_images_are_chosen_by_the_mask_not_the_file_name(tiny_dataset, tmp_path):
+    cards = [(image, mask) for image, mask in (load_sample(*s) for s in find_samples(tiny_dataset, "test"))
+             if mask.any()][:3]
+    table = np.random.default_rng(0).integers(0, 256, (640, 480, 3), dtype=np.uint8)
+    # First in the split, a card-free frame whose name does not say so; last, a card under a name that does.
+    root = _split_of(tmp_path / "ds", [("aaa_table", table, np.zeros((640, 480), np.uint8)),
+                                       ("card_1", *cards[0]), ("card_2", *cards[1]), ("negative_3", *cards[2])])
+    images = segmentation_export.gate_images(root, 3)
+    assert images.dtype == np.uint8 and images.shape == (3, 640, 480, 3)
+    expected = [load_sample(f"{root}/test/images/{n}.jpg", f"{root}/test/masks/{n}.png")[0]
+                for n in ("card_1", "card_2", "negative_3")]
+    np.testing.assert_array_equal(images, np.stack(expected))
+
+
+def test_a_split_without_a_card_cannot_feed_the_gate(small_model, tmp_path):
+    empty = np.zeros((640, 480), np.uint8)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 640, 480, 3), dtype=np.uint8)
+    root = _split_of(tmp_path / "ds", [("card_a", frames[0], empty), ("card_b", frames[1], empty)])
+    masks = os.path.join(root, "test", "masks")
+    with pytest.raises(DataError, match=re.escape(masks)):
+        segmentation_export.gate_images(root)
+    # export.py stops there, before writing anything.
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": small_model.state_dict(), "args": {}, "history": []}, ckpt)
+    with pytest.raises(DataError, match=re.escape(masks)):
+        export.main(export.get_args_parser().parse_args([str(ckpt), "--data-path", root,
+                                                         "--output-dir", str(tmp_path / "out")]))
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- the committed model
@@ -102,11 +153,17 @@ def test_committed_model_is_fp16_and_small():
     assert os.path.getsize(COMMITTED) <= 7 * 1024 * 1024
 
 
+@pytest.fixture(scope="module")
+def unseen_frames(tmp_path_factory):
+    """6 test frames of a seed the committed models never saw."""
+    path = tmp_path_factory.mktemp("unseen")
+    make_dataset(path, 0, 6, seed=987654, workers=1)
+    return str(path)
+
+
 @pytest.mark.parametrize("path", [COMMITTED, COMMITTED_PRUNED])
-def test_committed_model_segments_a_fresh_image(tmp_path, path):
-    # A seed the committed model never saw.
-    make_dataset(tmp_path, 0, 6, seed=987654, workers=1)
-    samples = [s for s in find_samples(str(tmp_path), "test") if "negative" not in s[0]]
+def test_committed_model_segments_a_fresh_image(unseen_frames, path):
+    samples = [s for s in find_samples(unseen_frames, "test") if "negative" not in s[0]]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     inter = union = 0
     for img_path, mask_path in samples[:4]:

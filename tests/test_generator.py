@@ -51,6 +51,8 @@ def test_masks_binary_and_negatives(tiny_dataset):
 def test_corners_on_mask_outline_and_ordered(tiny_dataset):
     with open(os.path.join(tiny_dataset, "corner_annotations.json")) as f:
         ann = json.load(f)
+    with open(os.path.join(tiny_dataset, "corner_visibility.json")) as f:
+        states = json.load(f)["train"]
     checked = 0
     for name, pts in ann["train"].items():
         pts = np.array(pts)
@@ -61,9 +63,13 @@ def test_corners_on_mask_outline_and_ordered(tiny_dataset):
         mask = cv2.imread(os.path.join(tiny_dataset, "train", "masks", name.replace(".jpg", ".png")), 0)
         ys, xs = np.nonzero(mask)
         side = np.linalg.norm(pts[1] - pts[0])
-        for x, y in pts:
-            if not (0 <= x < IMAGE_WIDTH and 0 <= y < IMAGE_HEIGHT):
+        for (x, y), state in zip(pts, states[name]):
+            inside = -0.5 <= x < IMAGE_WIDTH - 0.5 and -0.5 <= y < IMAGE_HEIGHT - 0.5   # pixel-centre convention
+            assert (state != synthetic.OUTSIDE) == inside, name
+            if not inside:
                 continue   # out of the frame: nothing to compare with
+            if state == synthetic.HIDDEN:
+                continue   # under a finger, which the mask excludes (test_generator_v2.py)
             d = np.sqrt((xs - x) ** 2 + (ys - y) ** 2).min()
             # The true corner lies outside the rounded corner by r(sqrt 2 - 1), r = 3/63 of the width.
             assert d <= 0.03 * side + 2.0, f"{name}: corner ({x:.1f}, {y:.1f}) is {d:.1f} px from the mask"
@@ -93,11 +99,42 @@ def test_deterministic_whatever_the_workers(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
-def test_user_backgrounds(tmp_path):
+# Two photos of checks in colours of their own, RGB; the generator's lighting, blur and noise keep the hues.
+PHOTO_CHECKS = {"checks_a.jpg": ((0, 255, 0), (255, 0, 255)), "checks_b.png": ((0, 0, 255), (255, 255, 0))}
+
+
+def _share_in_colour(pixels, rgb):
+    """Fraction of (N, 3) RGB pixels of that primary or secondary colour's hue: its lit channels
+    bright, the others well below them."""
+    rgb = np.array(rgb)
+    lit, dark = pixels[:, rgb > 0].min(1), pixels[:, rgb == 0].max(1)
+    return float(((lit > 50) & (dark < 0.4 * lit)).mean())
+
+
+def _photos_behind_the_card(root, split):
+    """{image name: the PHOTO_CHECKS photo whose both colours cover the pixels outside the mask, or None}."""
+    found = {}
+    for stem in _stems(os.path.join(root, split, "images"), ".jpg"):
+        image = cv2.imread(os.path.join(root, split, "images", stem + ".jpg"))[..., ::-1]
+        mask = cv2.imread(os.path.join(root, split, "masks", stem + ".png"), cv2.IMREAD_GRAYSCALE)
+        background = image[mask == 0].astype(np.float32)
+        found[stem] = next((name for name, colours in PHOTO_CHECKS.items()
+                            if min(_share_in_colour(background, c) for c in colours) >= 0.1), None)
+    return found
+
+
+def test_user_background_photos_appear_outside_the_card(tmp_path, tiny_dataset):
     bg_dir = tmp_path / "bg"
     bg_dir.mkdir()
-    cv2.imwrite(str(bg_dir / "photo.jpg"), np.full((300, 400, 3), (0, 0, 255), np.uint8))
-    make_dataset(tmp_path / "d", 8, 0, backgrounds=bg_dir, workers=1)
-    images = [cv2.imread(str(p)) for p in (tmp_path / "d" / "train" / "images").iterdir()]
-    # A user photo is pure red: at least one background corner should be reddish.
-    assert any(im[2, 2, 2] > 120 and im[2, 2, 0] < 100 for im in images)
+    yy, xx = np.mgrid[:300, :400]
+    check = ((yy // 25 + xx // 25) % 2 == 1)[..., None]
+    for name, (a, b) in PHOTO_CHECKS.items():
+        cv2.imwrite(str(bg_dir / name), np.where(check, np.uint8(a), np.uint8(b))[..., ::-1])
+    (bg_dir / "notes.txt").write_text("not a photo")
+    make_dataset(tmp_path / "d", 12, 0, backgrounds=bg_dir, workers=1)
+    found = list(_photos_behind_the_card(tmp_path / "d", "train").values())
+    # Each photo is the background of some frames; the others (about half) keep procedural ones.
+    assert all(name in found for name in PHOTO_CHECKS), found
+    assert None in found, found
+    # The test tells them apart: no procedural background of the generated dataset passes for a photo.
+    assert set(_photos_behind_the_card(tiny_dataset, "train").values()) == {None}

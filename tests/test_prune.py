@@ -1,26 +1,20 @@
-import numpy as np
-import onnxruntime as ort
+import os
+
 import pytest
 import segmentation_export
 import torch
+from conftest import SEG_OPTIONS
 
 import export
 import prune
-import train
 from model import load_checkpoint_model
 
 pytest.importorskip("torch_pruning")
 
-COMMON = ["--size", "64", "48", "--batch-size", "4", "--val-batch-size", "4", "--max-train-images", "8",
-          "--max-val-images", "4", "--workers", "0", "--no-pretrained", "--quiet", "--device", "cpu", "--threads", "2"]
-
 
 @pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg")
-    train.main(train.get_args_parser().parse_args(["--data-path", tiny_dataset, "--output-dir", str(out),
-                                                   "--epochs", "1", *COMMON]))
-    return str(out / "best.pt")
+def trained(segmentation_run):
+    return os.path.join(segmentation_run["output_dir"], "best.pt")
 
 
 def test_prune_shrinks_model_keeps_classes_and_exports(trained, tiny_dataset, tmp_path, monkeypatch):
@@ -30,10 +24,17 @@ def test_prune_shrinks_model_keeps_classes_and_exports(trained, tiny_dataset, tm
     # The export CLI (FP16 + FP32 + model card) is covered in test_export.py; here: it is called
     # for each pruned checkpoint.
     monkeypatch.setattr(export, "main", lambda a: exported.append((a.checkpoint, a.name, a.output_dir)))
+    gated = {}
+
+    def export_and_verify(model, path, **kwargs):
+        gated[os.path.basename(path)] = info = segmentation_export.export_and_verify(model, path, **kwargs)
+        return info
+
+    monkeypatch.setattr(prune, "export_and_verify", export_and_verify)
     rows = prune.main(prune.get_args_parser().parse_args(
         [trained, "--data-path", tiny_dataset, "--output-dir", str(out), "--pruning-ratios", "0.5",
-         "--iterative-steps", "2", "--finetune-epochs", "1", "--latency-runs", "2", "--export",
-         "--export-dir", str(export_dir), *COMMON]))
+         "--iterative-steps", "2", "--finetune-epochs", "1", "--latency-runs", "1", "--export",
+         "--export-dir", str(export_dir), *SEG_OPTIONS]))
     base, pruned = rows
     # 50 % of the channels of most layers: parameters and MACs drop to roughly a quarter to a half.
     assert pruned["params"] < 0.6 * base["params"]
@@ -52,20 +53,29 @@ def test_prune_shrinks_model_keeps_classes_and_exports(trained, tiny_dataset, tm
     report = (out / "report.md").read_text()
     assert "card_segmentation_pruned50" in report and "unpruned" in report
     assert exported == [(pruned["checkpoint"], "card_segmentation_pruned50", str(export_dir))]
-    # The pruned model passes the same parity gate as the full one.
-    onnx_path = str(tmp_path / "pruned.onnx")
-    images = segmentation_export.gate_images(tiny_dataset, 2)
-    info = segmentation_export.export_and_verify(model, onnx_path, fp16=False, images=images)
-    assert info["gate"]["mask_iou"] >= segmentation_export.GATE_MIN_MASK_IOU
-    out_arr = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
-    assert out_arr.shape == (1, 1, 640, 480) and np.isfinite(out_arr).all()
+    # Its FP32 ONNX file, measured for the report, passed the same parity gate as the full model's.
+    assert set(gated) == {"unpruned.onnx", "card_segmentation_pruned50.onnx"}
+    gate = gated["card_segmentation_pruned50.onnx"]["gate"]
+    assert gate["images"] == 4 and gate["mask_iou"] >= segmentation_export.GATE_MIN_MASK_IOU
+    assert gate["max_prob_diff"] <= segmentation_export.GATE_MAX_PROB_DIFF["fp32"]
     assert pruned["onnx_fp32_bytes"] < 0.6 * base["onnx_fp32_bytes"]
 
 
-def test_target_macs_picks_a_ratio(trained):
+def test_target_macs_picks_a_ratio(trained, monkeypatch):
+    # MACs are counted (and the graph traced) at 128x96 instead of 640x480: the network is fully
+    # convolutional, so every candidate's MACs shrink alike and the search takes the same steps.
+    monkeypatch.setattr(prune, "IMAGE_HEIGHT", 128)
+    monkeypatch.setattr(prune, "IMAGE_WIDTH", 96)
+    monkeypatch.setattr(prune, "TRACE_SIZE", (1, 3, 128, 96))
     model, _ = load_checkpoint_model(trained)
+    base_macs = prune.count_macs_params(model)[0]
+
+    def macs_after(ratio):
+        trial, _ = load_checkpoint_model(trained)
+        prune.make_pruner(trial, ratio, 1, "magnitude").step()
+        return prune.count_macs_params(trial)[0]
+
     ratio = prune.find_ratio_for_macs(model, 0.6, "magnitude")
     assert 0.1 < ratio < 0.5
-    trial = model
-    prune.make_pruner(trial, ratio, 1, "magnitude").step()
-    assert prune.count_macs_params(trial)[0] <= 0.6 * prune.count_macs_params(load_checkpoint_model(trained)[0])[0]
+    assert macs_after(ratio) <= 0.6 * base_macs
+    assert macs_after(ratio - 0.01) > 0.6 * base_macs, "the smallest ratio that meets the target"

@@ -1,50 +1,60 @@
 import csv
 import os
+import shutil
 
+import numpy as np
 import pytest
 import torch
+from conftest import SEG_OPTIONS
 
 import evaluate
 import train
+from dataset import find_samples, load_sample
+from model import load_checkpoint_model
 
 
 def _args(data, out, *extra):
-    return train.get_args_parser().parse_args(
-        ["--data-path", data, "--output-dir", str(out), "--size", "64", "48", "--batch-size", "4",
-         "--val-batch-size", "4", "--max-train-images", "8", "--max-val-images", "4", "--workers", "0",
-         "--no-pretrained", "--quiet", "--device", "cpu", "--threads", "2", *extra])
+    return train.get_args_parser().parse_args(["--data-path", data, "--output-dir", str(out), *SEG_OPTIONS, *extra])
 
 
-def test_training_writes_checkpoints_and_logs(tiny_dataset, tmp_path):
-    result = train.main(_args(tiny_dataset, tmp_path, "--epochs", "2"))
+def _validate(data, checkpoint):
+    """train.py's validation of a checkpoint's weights on the run's validation images."""
+    args = train.resolve_args(_args(data, os.path.dirname(checkpoint)))
+    args.distributed, args.rank, args.world_size, args.local_rank = False, 0, 1, 0
+    model, _ = load_checkpoint_model(checkpoint)
+    _, _, val_data = train.build_datasets(args)
+    return train.evaluate(model, train.make_loader(val_data, args, False, 0), args)
+
+
+def test_training_writes_checkpoints_and_logs(segmentation_run, tiny_dataset):
+    out = segmentation_run["output_dir"]
     for name in ("best.pt", "last.pt", "metrics.csv", "curves.png"):
-        assert (tmp_path / name).is_file(), name
-    assert os.listdir(tmp_path / "tensorboard")
-    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert os.listdir(os.path.join(out, "tensorboard"))
+    rows = list(csv.DictReader(open(os.path.join(out, "metrics.csv"))))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
-    assert 0 <= float(rows[-1]["iou"]) <= 1
-    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    ckpt = torch.load(os.path.join(out, "last.pt"), weights_only=False)
     assert {"model", "optimizer", "lr_scheduler", "scaler", "epoch", "args", "best_iou", "bad_epochs"} <= set(ckpt)
-    assert ckpt["epoch"] == 1 and result["best_epoch"] in (0, 1)
+    assert ckpt["epoch"] == 1
+    # The logged metrics are the validation of the weights saved with them, not of some other state.
+    measured = _validate(tiny_dataset, os.path.join(out, "last.pt"))
+    for key in ("iou", "dice", "val_loss"):
+        assert float(rows[-1][key]) == pytest.approx(measured[key], abs=1e-9), key
+    # best.pt is the epoch with the highest logged IoU.
+    best_epoch = int(np.argmax([float(r["iou"]) for r in rows]))
+    best = torch.load(os.path.join(out, "best.pt"), weights_only=False)
+    assert best["epoch"] == segmentation_run["best_epoch"] == best_epoch
+    assert best["best_iou"] == pytest.approx(float(rows[best_epoch]["iou"]), abs=1e-12)
 
 
-def test_resume_continues_exactly(tiny_dataset, tmp_path, monkeypatch):
-    saved = train.atomic_torch_save
-
-    def save_and_keep_epoch0(obj, path):
-        # Keep the state a run killed during epoch 1 would have left behind.
-        saved(obj, path)
-        if os.path.basename(path) == "last.pt" and obj["epoch"] == 0:
-            saved(obj, os.path.join(os.path.dirname(path), "killed_after_epoch0.pt"))
-
-    monkeypatch.setattr(train, "atomic_torch_save", save_and_keep_epoch0)
-    straight = train.main(_args(tiny_dataset, tmp_path / "a", "--epochs", "2"))
-    first = torch.load(tmp_path / "a" / "killed_after_epoch0.pt", weights_only=False)
-    assert first["epoch"] == 0
-    resumed = train.main(_args(tiny_dataset, tmp_path / "b", "--epochs", "2", "--resume",
-                               str(tmp_path / "a" / "killed_after_epoch0.pt")))
+def test_resume_continues_exactly(segmentation_run, tiny_dataset, tmp_path):
+    # The shared run kept last.pt as a run killed during epoch 1 would have left it.
+    straight = segmentation_run
+    killed = os.path.join(straight["output_dir"], "killed_after_epoch0.pt")
+    assert torch.load(killed, weights_only=False)["epoch"] == 0
+    resumed = train.main(_args(tiny_dataset, tmp_path / "b", "--epochs", "2", "--resume", killed))
     assert [r["epoch"] for r in resumed["history"]] == [0, 1]
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    a = torch.load(os.path.join(straight["output_dir"], "last.pt"), weights_only=False)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
     # Same schedule position, optimizer state and weights as the uninterrupted run.
     assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"]
@@ -91,14 +101,29 @@ def test_recipe_defaults_and_explicit_flags_win(tmp_path):
     assert args.amp_dtype == (torch.float16 if torch.cuda.is_available() else torch.bfloat16)
 
 
-def test_evaluate_checkpoint_writes_json_and_overlays(tiny_dataset, tmp_path):
-    train.main(_args(tiny_dataset, tmp_path, "--epochs", "1"))
+def test_evaluate_checkpoint_writes_json_and_overlays(segmentation_run, tiny_dataset, tmp_path):
+    ckpt = str(tmp_path / "best.pt")
+    shutil.copy(os.path.join(segmentation_run["output_dir"], "best.pt"), ckpt)
     args = evaluate.get_args_parser().parse_args(
-        [str(tmp_path / "best.pt"), "--data-path", tiny_dataset, "--limit", "3", "--overlays", "2", "--quiet"])
+        [ckpt, "--data-path", tiny_dataset, "--limit", "3", "--overlays", "2", "--quiet"])
     result = evaluate.main(args)
-    assert result["images"] == 3 and 0 <= result["iou"] <= 1
     assert (tmp_path / "best_test_metrics.json").is_file()
     assert len(os.listdir(tmp_path / "best_overlays")) == 2
+    # The card IoU of the model's own thresholded output, pooled over the first 3 test images, and
+    # each image's IoU for the worst one.
+    model, _ = load_checkpoint_model(ckpt)
+    inter = union = 0
+    per_image = []
+    for image_path, mask_path in find_samples(tiny_dataset, "test")[:3]:
+        image, truth = load_sample(image_path, mask_path)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+        pred, card = logits.softmax(1)[0, 1].numpy() >= 0.5, truth == 1
+        inter, union = inter + (pred & card).sum(), union + (pred | card).sum()
+        per_image.append((pred & card).sum() / (pred | card).sum() if (pred | card).any() else 1.0)
+    assert result["images"] == 3 and union > 0
+    assert result["iou"] == pytest.approx(inter / union, abs=1e-6)
+    assert result["min_image_iou"] == pytest.approx(min(per_image), abs=1e-6)
 
 
 def test_bad_dataset_path_is_a_clear_error(tmp_path):

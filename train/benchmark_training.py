@@ -3,6 +3,7 @@
     python train/benchmark_training.py --what data             # loader with the training transforms
     python train/benchmark_training.py --what step             # fp32 vs autocast, 480x640 and half res
     python train/benchmark_training.py --what corner-aug       # corner augmentation, ms per image
+    python train/benchmark_training.py --what generator --iters 100 --photos DIR   # scenes/s per preset
 
 Every figure of a run comes from the same process, so the ratios are like for like. The step
 benchmark feeds random tensors, isolating the model from the data pipeline.
@@ -85,12 +86,10 @@ def bench_corner_aug(args) -> list[dict]:
     import numpy as np
 
     from corners.augment import FastISONoise, get_corner_transforms
-    from dataset import read_image
+    from dataset import find_samples, read_image
 
     cv2.setNumThreads(1)
-    root = os.path.join(resolve_path(args.data_path), "train", "images")
-    names = sorted(os.listdir(root))[:args.batch_size * 4]
-    images = [read_image(os.path.join(root, n)) for n in names]
+    images = [read_image(path) for path, _ in find_samples(resolve_path(args.data_path), "train")[:args.batch_size * 4]]
     corners = np.array([[100, 100], [380, 100], [380, 540], [100, 540]], np.float32)
     noise = dict(color_shift=(0.01, 0.05), intensity=(0.1, 0.8), p=1.0)
     variants = {"pipeline, FastISONoise": get_corner_transforms(),
@@ -115,8 +114,35 @@ def bench_corner_aug(args) -> list[dict]:
     return rows
 
 
+def bench_generator(args) -> list[dict]:
+    """Scenes per second of each generator preset on one core, the presets taking turns scene by
+    scene (same seeds), so a machine that speeds up or slows down shifts them alike."""
+    import numpy as np
+    from photos import PhotoPool
+
+    from generate_dataset import render
+
+    photos = PhotoPool([resolve_path(f) for f in args.photos]) if args.photos else None
+    presets = ["v1", "v2", "hard"]
+    times: dict[str, list[float]] = {p: [] for p in presets}
+    for i in range(args.warmup + args.iters):
+        for p in presets:
+            t0 = time.perf_counter()
+            render(np.random.default_rng([0, 0, i]), p, [], photos if p != "v1" else None)
+            if i >= args.warmup:
+                times[p].append(time.perf_counter() - t0)
+    base = statistics.mean(times["v1"])
+    rows = [{"what": "generator", "preset": p, "photos": bool(photos) and p != "v1", "scenes": args.iters,
+             "images_per_s": 1 / statistics.mean(t), "speed_vs_v1": base / statistics.mean(t)}
+            for p, t in times.items()]
+    for r in rows:
+        logger.info("%s", r)
+    return rows
+
+
 def main(args: argparse.Namespace) -> list[dict]:
-    bench = {"data": lambda a: [bench_data(a)], "step": bench_step, "corner-aug": bench_corner_aug}
+    bench = {"data": lambda a: [bench_data(a)], "step": bench_step, "corner-aug": bench_corner_aug,
+             "generator": bench_generator}
     rows = bench[args.what](args)
     for r in rows:
         print(json.dumps(r))
@@ -128,11 +154,13 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Training throughput benchmark", add_help=add_help)
-    p.add_argument("--what", choices=["data", "step", "corner-aug"], default="step")
+    p.add_argument("--what", choices=["data", "step", "corner-aug", "generator"], default="step")
+    p.add_argument("--photos", nargs="+", default=None, metavar="DIR",
+                   help="generator: photo folders for the v2 presets")
     p.add_argument("--data-path", default=DEFAULT_DATASET)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--iters", type=int, default=10, help="timed iterations (batches)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations (batches; scenes for the generator)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the rows to this file")

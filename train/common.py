@@ -34,6 +34,9 @@ CARD_CLASS = 1
 
 SPLITS = ("train", "test")
 CORNERS_FILE = "corner_annotations.json"
+# Written by the generator next to CORNERS_FILE: per image, each corner outside the frame (0),
+# inside but hidden (1) or visible (2). Optional: real datasets do not have it.
+VISIBILITY_FILE = "corner_visibility.json"
 IMAGE_EXT = ".jpg"
 MASK_EXT = ".png"
 
@@ -58,22 +61,34 @@ def run_script(main, get_args_parser) -> None:
     try:
         main(get_args_parser().parse_args())
     except ScriptError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {script_error_message(e)}") from None
+
+
+def script_error_message(e: ScriptError) -> str:
+    """The error's own message, also when a DataLoader worker raised it: PyTorch re-raises it in the
+    main process with the worker's whole traceback as the message, whose last line is ours."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(type(e).__module__ + ".") else last
+    return text
 
 
 def select_device(device: str | None, cpu_note: str = "") -> str:
     """A torch device string: the one asked for, else CUDA when present, else the CPU with a warning.
 
-    Asking for CUDA without a visible GPU is a DataError rather than a silent CPU run.
+    Asking for CUDA without a visible GPU is a DataError rather than a silent CPU run; asking for the
+    CPU is taken as said, without a warning.
     """
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            logging.getLogger(__name__).warning("no CUDA GPU: running on the CPU%s",
+                                                f" ({cpu_note})" if cpu_note else "")
     if device != "cpu" and not torch.cuda.is_available():
         raise DataError(f"--device {device} asks for a CUDA GPU but none is visible; use --device cpu")
-    if device == "cpu":
-        logging.getLogger(__name__).warning("no CUDA GPU: running on the CPU%s", f" ({cpu_note})" if cpu_note else "")
     return device
 
 

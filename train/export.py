@@ -20,17 +20,32 @@ import sys
 from segmentation_export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
 
 import model_card
-from common import DEFAULT_DATASET, EXPORT_DIR, resolve_path, run_script
+from common import DEFAULT_DATASET, EXPORT_DIR, DataError, resolve_path, run_script
 from model import load_checkpoint_model
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
 
 logger = logging.getLogger(__name__)
 
 
+def parse_named_path(value: str, option: str) -> tuple[str, str]:
+    """NAME=DIR -> (NAME, real path of DIR), the folder checked."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise DataError(f"{option} {value!r}: expected NAME=DIR")
+    path = resolve_path(path)
+    if not os.path.isdir(path):
+        raise DataError(f"{option} {name}: {path} is not a folder")
+    return name, path
+
+
 def main(args: argparse.Namespace) -> dict:
     ckpt_path = resolve_path(args.checkpoint)
     out_dir = resolve_path(args.output_dir)
     data_path = resolve_path(args.data_path)
+    extra = [parse_named_path(v, "--extra-eval") for v in args.extra_eval]
+    baseline = resolve_path(args.baseline) if args.baseline else None
+    if baseline and not os.path.isfile(baseline):
+        raise DataError(f"--baseline {baseline}: model file not found")
     model, ckpt = load_checkpoint_model(ckpt_path)
     images = gate_images(data_path, args.gate_images)
     model = model.float().eval()
@@ -74,6 +89,18 @@ def main(args: argparse.Namespace) -> dict:
                 {"images": m["images"], "dataset": args.eval_dataset_note or eval_path}
             logger.info("%s on %s: IoU %.4f Dice %.4f acc %.4f", info["file"], eval_path, m["iou"], m["dice"],
                         m["pixel_acc"])
+    if extra or baseline:
+        # Every file (and the baseline, in this same command) on every named test split.
+        meta["extra_eval"] = {name: path for name, path in extra}
+        meta["extra_eval_notes"] = dict(v.partition("=")[::2] for v in args.extra_eval_note)
+        scored = [(path, info) for path, info in files] + ([(baseline, meta.setdefault("baseline", {
+            "file": os.path.basename(baseline), "sha256": sha256(baseline)}))] if baseline else [])
+        splits = ([("test", resolve_path(args.eval_data_path or args.data_path))] if baseline else []) + extra
+        for path, info in scored:
+            for name, data in splits:
+                m = evaluate_model(path, data, "test", quiet=True)
+                info.setdefault("extra_metrics", {})[name] = {"iou": round(m["iou"], 5), "images": m["images"]}
+                logger.info("%s on %s (%s): IoU %.4f", os.path.basename(path), name, data, m["iou"])
     with open(os.path.join(out_dir, args.name + ".json"), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
@@ -94,6 +121,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--skip-eval", action="store_true", help="no test-split metrics (faster)")
+    p.add_argument("--extra-eval", action="append", default=[], metavar="NAME=DIR",
+                   help="also report IoU on DIR's test split under NAME (repeatable), e.g. hard=/data/hard")
+    p.add_argument("--extra-eval-note", action="append", default=[], metavar="NAME=TEXT",
+                   help="how that split was made (its command), for the model card")
+    p.add_argument("--baseline", default=None, help="an earlier .onnx scored on the same splits in the same command "
+                   "(before / after in the model card)")
     p.add_argument("--export-command", default=None, help=argparse.SUPPRESS)
     return p
 

@@ -23,6 +23,8 @@ import time
 
 import cv2
 import numpy as np
+import synthetic_v2
+from photos import PhotoPool
 from tqdm import tqdm
 
 import synthetic
@@ -31,6 +33,7 @@ from common import (
     DEFAULT_DATASET,
     IMAGE_EXT,
     MASK_EXT,
+    VISIBILITY_FILE,
     DataError,
     atomic_write_bytes,
     resolve_path,
@@ -43,14 +46,33 @@ SPLIT_IDS = {"train": 0, "test": 1}
 BACKGROUND_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def _render_one(job: tuple) -> tuple[str, str, list | None]:
-    """Render and write one sample; returns (split, file name, corners or None)."""
-    out_dir, split, index, seed, backgrounds = job
+# Set in each worker (inherited through fork, or by the pool's initializer): the decoded --photos.
+_PHOTOS: PhotoPool | None = None
+
+
+def _init_worker(photos: PhotoPool | None) -> None:
+    global _PHOTOS
+    _PHOTOS = photos
+
+
+def render(rng: np.random.Generator, preset: str, backgrounds: list[str], photos: PhotoPool | None
+           ) -> tuple[synthetic.Scene, bool]:
+    """One scene of the preset from its own random stream; returns (scene, negative)."""
+    if preset == "v1":
+        negative = rng.random() < synthetic.NEGATIVE_FRACTION
+        return synthetic.render_scene(rng, negative=negative, user_backgrounds=backgrounds), negative
+    p = synthetic_v2.PRESETS[preset]
+    negative = rng.random() < p.negative
+    return synthetic_v2.render_scene_v2(rng, p, negative=negative, photos=photos), negative
+
+
+def _render_one(job: tuple) -> tuple[str, str, list | None, list | None]:
+    """Render and write one sample; returns (split, file name, corners or None, corner states or None)."""
+    out_dir, split, index, seed, preset, backgrounds = job
     # One independent stream per (seed, split, index): the output does not depend on the
     # number of workers or the order in which they finish.
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
-    negative = rng.random() < synthetic.NEGATIVE_FRACTION
-    scene = synthetic.render_scene(rng, negative=negative, user_backgrounds=backgrounds)
+    scene, negative = render(rng, preset, backgrounds, _PHOTOS)
     stem = f"{'negative' if negative else 'card'}_{split}_{index:06d}"
     split_dir = os.path.join(out_dir, split)
     ok_img, jpg = cv2.imencode(IMAGE_EXT, cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
@@ -61,7 +83,7 @@ def _render_one(job: tuple) -> tuple[str, str, list | None]:
     atomic_write_bytes(os.path.join(split_dir, "images", stem + IMAGE_EXT), jpg.tobytes(), fsync=False)
     atomic_write_bytes(os.path.join(split_dir, "masks", stem + MASK_EXT), png.tobytes(), fsync=False)
     corners = None if scene.corners is None else [[round(float(x), 2), round(float(y), 2)] for x, y in scene.corners]
-    return split, stem + IMAGE_EXT, corners
+    return split, stem + IMAGE_EXT, corners, scene.states
 
 
 def list_backgrounds(folder: str | None) -> list[str]:
@@ -84,9 +106,17 @@ def main(args: argparse.Namespace) -> dict:
         # Never mix synthetic images into a user's dataset (or into a half-written earlier run).
         raise DataError(f"{out_dir} already holds data ({existing[0]}); pass --overwrite to replace it "
                         f"or choose another --output")
+    if args.backgrounds and args.preset != "v1":
+        raise DataError("--backgrounds is the v1 preset's option; with --preset v2 or hard use --photos (photos for "
+                        "backgrounds and card art)")
+    if args.photos and args.preset == "v1":
+        raise DataError("--photos needs --preset v2 or hard (v1 takes --backgrounds)")
     backgrounds = list_backgrounds(args.backgrounds)
+    photos = PhotoPool([resolve_path(f) for f in args.photos]) if args.photos else None
+    if photos is not None:
+        logger.info("%d photos from %s", len(photos), ", ".join(photos.folders))
     if args.overwrite:   # stale files of a larger earlier dataset must not survive
-        for name in (CORNERS_FILE, *SPLIT_IDS):
+        for name in (CORNERS_FILE, VISIBILITY_FILE, *SPLIT_IDS):
             path = os.path.join(out_dir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
@@ -95,21 +125,28 @@ def main(args: argparse.Namespace) -> dict:
     for split in SPLIT_IDS:
         for sub in ("images", "masks"):
             os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
-    jobs = [(out_dir, split, i, args.seed, backgrounds)
+    jobs = [(out_dir, split, i, args.seed, args.preset, backgrounds)
             for split, n in (("train", args.num_train), ("test", args.num_test)) for i in range(n)]
     annotations: dict[str, dict] = {"train": {}, "test": {}}
+    states: dict[str, dict] = {"train": {}, "test": {}}
     start = time.perf_counter()
     workers = max(1, args.workers)
-    with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+    with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, _init_worker, (photos,)) as pool:
         results = pool.imap(_render_one, jobs, chunksize=8)
-        for split, name, corners in tqdm(results, total=len(jobs), desc="generate", unit="img",
-                                         disable=args.quiet):
+        for split, name, corners, corner_states in tqdm(results, total=len(jobs), desc="generate", unit="img",
+                                                        disable=args.quiet):
             if corners is not None:
                 annotations[split][name] = corners
+                states[split][name] = corner_states
     elapsed = time.perf_counter() - start
-    # The JSON is written last: its presence marks a complete dataset.
+    # The corner states go to a side file (the users' JSON format stays as it is); the
+    # annotations JSON is written last: its presence marks a complete dataset.
     for split in annotations:
         annotations[split] = dict(sorted(annotations[split].items()))
+        states[split] = dict(sorted(states[split].items()))
+    atomic_write_bytes(os.path.join(out_dir, VISIBILITY_FILE), json.dumps(
+        {"states": {"0": "outside the frame", "1": "inside the frame, hidden", "2": "visible"}, **states},
+        indent=1).encode())
     atomic_write_bytes(os.path.join(out_dir, CORNERS_FILE), json.dumps(annotations, indent=1).encode())
     rate = len(jobs) / elapsed if elapsed > 0 else float("inf")
     logger.info("wrote %d images to %s in %.1f s: %.1f images/s with %d workers (%.1f per worker)",
@@ -124,7 +161,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=300, help="test images")
     p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (whatever --workers)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
-    p.add_argument("--backgrounds", default=None, help="folder of your own background photos (used for ~half)")
+    p.add_argument("--preset", default="v2", choices=["v1", "v2", "hard"],
+                   help="v2: hands, photos, room structure (default); hard: an evaluation split concentrating "
+                        "corner fingers, structured backgrounds, dark borders and out-of-frame cards; v1: the first "
+                        "generator's look, image for image")
+    p.add_argument("--photos", nargs="+", default=None, metavar="DIR", help="folders of photos (searched "
+                   "recursively) for backgrounds and card art (v2 / hard)")
+    p.add_argument("--backgrounds", default=None, help="v1 only: folder of your own background photos (used for "
+                   "~half)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

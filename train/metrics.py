@@ -38,10 +38,7 @@ class ConfusionMatrix:
         self.mat += torch.bincount(k.cpu(), minlength=self.n ** 2).reshape(self.n, self.n)
 
     def reduce_from_all_processes(self) -> None:
-        if dist.is_available() and dist.is_initialized():
-            t = self.mat.to("cuda" if dist.get_backend() == "nccl" else "cpu")
-            dist.all_reduce(t)
-            self.mat = t.cpu()
+        self.mat = _all_reduce(self.mat)
 
     def compute(self) -> dict[str, float]:
         m = self.mat.double()
@@ -54,3 +51,16 @@ class ConfusionMatrix:
         dice = (2 * tp / (2 * tp + fp + fn)).item() if (tp + fp + fn) > 0 else 1.0
         acc = (m.diag().sum() / total).item() if total > 0 else 1.0
         return {"iou": iou, "dice": dice, "pixel_acc": acc}
+
+
+def reduce_sum(*values: float) -> list[float]:
+    """The values summed over all processes (as they are without torch.distributed)."""
+    return _all_reduce(torch.tensor(values, dtype=torch.float64)).tolist()
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    t = t.to("cuda" if dist.get_backend() == "nccl" else "cpu")   # NCCL reduces CUDA tensors only
+    dist.all_reduce(t)
+    return t.cpu()

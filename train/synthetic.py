@@ -39,11 +39,32 @@ FONTS = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COM
          cv2.FONT_HERSHEY_TRIPLEX]
 
 
+# Corner states of the side file corner_visibility.json (never inside corner_annotations.json,
+# whose format is the users').
+OUTSIDE, HIDDEN, VISIBLE = 0, 1, 2
+
+
 @dataclass
 class Scene:
     image: np.ndarray          # (640, 480, 3) uint8 RGB
     mask: np.ndarray           # (640, 480) uint8, 255 = card
     corners: np.ndarray | None  # (4, 2) float, clockwise from smallest x + y; None = negative
+    states: list[int] | None = None   # per corner: OUTSIDE, HIDDEN (under an occluder) or VISIBLE
+
+
+def corner_states(corners: np.ndarray, occluder: np.ndarray | None) -> list[int]:
+    """OUTSIDE / HIDDEN / VISIBLE for each (x, y) corner; occluder is the (H, W) float alpha of what
+    lies in front of the card (fingers), None when nothing does."""
+    h, w = IMAGE_HEIGHT, IMAGE_WIDTH
+    states = []
+    for x, y in corners:
+        if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+            states.append(OUTSIDE)
+        elif occluder is not None and occluder[int(round(y)), int(round(x))] >= 0.5:
+            states.append(HIDDEN)
+        else:
+            states.append(VISIBLE)
+    return states
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -280,8 +301,12 @@ def order_corners(pts: np.ndarray) -> np.ndarray:
     return pts[corner_order(pts)]
 
 
-def _pose_corners(rng: np.random.Generator) -> np.ndarray:
-    """Project the card outline through a random 3-D pose; returns (4, 2) frame pixels."""
+def _pose_corners(rng: np.random.Generator, min_area: float = MIN_AREA, max_area: float = MAX_AREA,
+                  outside_fraction: float = OUTSIDE_FRACTION) -> np.ndarray:
+    """Project the card outline through a random 3-D pose; returns (4, 2) frame pixels.
+
+    The card covers min_area..max_area of the frame; with probability outside_fraction part of it
+    leaves the frame (its corners then lie outside the image)."""
     tilt = rng.uniform(-180, 180) if rng.random() < ANY_ANGLE_FRACTION else \
         float(np.clip(rng.normal(0, 12), -35, 35))
     ax, ay = np.radians(rng.uniform(-15, 15, 2))
@@ -295,11 +320,11 @@ def _pose_corners(rng: np.random.Generator) -> np.ndarray:
     proj = focal * pts3[:, :2] / depth[:, None]
     # Scale to the requested area and place it in the frame.
     area = 0.5 * abs(np.dot(proj[:, 0], np.roll(proj[:, 1], 1)) - np.dot(proj[:, 1], np.roll(proj[:, 0], 1)))
-    target = rng.uniform(MIN_AREA, MAX_AREA) * IMAGE_WIDTH * IMAGE_HEIGHT
+    target = rng.uniform(min_area, max_area) * IMAGE_WIDTH * IMAGE_HEIGHT
     scale = math.sqrt(target / area)
     proj = proj - proj.mean(0)
     span = proj.max(0) - proj.min(0)
-    outside = rng.random() < OUTSIDE_FRACTION
+    outside = rng.random() < outside_fraction
     fit = min((IMAGE_WIDTH - 4) / span[0], (IMAGE_HEIGHT - 4) / span[1])
     if not outside and scale > fit:
         scale = fit * rng.uniform(0.92, 1.0)
@@ -423,6 +448,7 @@ def render_scene(rng: np.random.Generator, negative: bool = False,
             img *= (1 - rng.uniform(0.2, 0.5) * sh)[..., None]
         img = cv2.blendLinear(warped, img, alpha, 1.0 - alpha)
         visible = alpha >= 0.5
+        f_alpha = None
         if rng.random() < FINGER_FRACTION:
             f_alpha, f_colour = _finger(rng, quad, h, w)
             img = cv2.blendLinear(f_colour.astype(np.float32), img, f_alpha, 1.0 - f_alpha)
@@ -431,5 +457,6 @@ def render_scene(rng: np.random.Generator, negative: bool = False,
         if rng.random() < 0.3:
             _glare(rng, img, quad)
         corners = order_corners(quad)
+        states = corner_states(corners, f_alpha)
     img = _lighting(rng, img)
-    return Scene(_camera(rng, img), mask, corners)
+    return Scene(_camera(rng, img), mask, corners, None if negative else states)

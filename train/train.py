@@ -33,6 +33,7 @@ from common import (
     DEFAULT_RUNS_DIR,
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
+    ScriptError,
     atomic_torch_save,
     atomic_write_bytes,
     open_tensorboard,
@@ -42,7 +43,7 @@ from common import (
     write_csv,
 )
 from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
-from metrics import ConfusionMatrix, segmentation_loss
+from metrics import ConfusionMatrix, reduce_sum, segmentation_loss
 from model import build_model, load_checkpoint_model
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def init_distributed(args: argparse.Namespace) -> None:
         return
     args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if args.rank != 0:   # rank 0 speaks for the run (logs, checkpoints, TensorBoard); the others only warn
+        logging.getLogger().setLevel(logging.WARNING)
     backend = "nccl" if args.device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(args.local_rank)
@@ -105,12 +108,15 @@ def make_loader(dataset, args: argparse.Namespace, train: bool, epoch: int) -> D
         _seed_transforms(dataset, args.seed * 1000 + epoch)
     sampler = None
     generator = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-    if args.distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=args.seed, drop_last=train)
+    if args.distributed and train:   # equal shards (the tail dropped): DDP needs the same steps on every rank
+        sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True)
         sampler.set_epoch(epoch)
+    elif args.distributed:   # every image once: DistributedSampler would pad with duplicates that count twice
+        sampler = range(args.rank, len(dataset), args.world_size)
+    n = len(dataset) if sampler is None else len(sampler)   # this rank's images
     return DataLoader(dataset, batch_size=args.batch_size if train else args.val_batch_size,
                       shuffle=train and sampler is None, sampler=sampler, num_workers=args.workers,
-                      pin_memory=args.device.startswith("cuda"), drop_last=train and len(dataset) > args.batch_size,
+                      pin_memory=args.device.startswith("cuda"), drop_last=train and n > args.batch_size,
                       worker_init_fn=_seed_worker, generator=generator)
 
 
@@ -178,18 +184,24 @@ def train_one_epoch(model, loader, optimizer, lr_scheduler, scaler, args, epoch:
         images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
         loss = train_step(model, images, masks, optimizer, scaler, args.amp_dtype, args.dice_weight)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower --lr or check the data")
+            raise ScriptError(f"training diverged: loss is {loss.item()} at epoch {epoch}; lower --lr or check "
+                              f"the data (last.pt holds the last good epoch)")
         lr_scheduler.step()
         total_loss += loss.item() * images.shape[0]
         n_images += images.shape[0]
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     elapsed = time.perf_counter() - start
-    return {"train_loss": total_loss / max(1, n_images), "train_images_per_s": n_images * args.world_size / elapsed}
+    total_loss, n_images = reduce_sum(total_loss, n_images)   # over all ranks
+    return {"train_loss": total_loss / max(1, n_images), "train_images_per_s": n_images / elapsed}
 
 
 @torch.inference_mode()
 def evaluate(model, loader, args) -> dict:
-    """Loss and card IoU / Dice / pixel accuracy over the whole split (one confusion matrix)."""
+    """Loss and card IoU / Dice / pixel accuracy over the whole split (one confusion matrix).
+
+    Under torchrun each rank runs its shard through the bare model (no collectives in the loop, so
+    shards may differ in length) and the sums are reduced: every rank returns the same metrics.
+    """
     model.eval()
     device = torch.device(args.device)
     confmat = ConfusionMatrix(2)
@@ -202,6 +214,7 @@ def evaluate(model, loader, args) -> dict:
         n += images.shape[0]
         confmat.update(masks, logits.argmax(1))
     confmat.reduce_from_all_processes()
+    total_loss, n = reduce_sum(total_loss, n)
     return {"val_loss": total_loss / max(1, n), **confmat.compute()}
 
 
@@ -264,7 +277,9 @@ def main(args: argparse.Namespace) -> dict:
     args = resolve_args(args)
     init_distributed(args)
     if not args.device.startswith("cuda"):
-        torch.set_num_threads(max(1, args.threads or (os.cpu_count() or 1)))
+        # The cores are shared by the processes torchrun starts on this machine.
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if args.distributed else 1
+        torch.set_num_threads(max(1, args.threads or (os.cpu_count() or 1) // local_procs))
     torch.manual_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -317,7 +332,10 @@ def main(args: argparse.Namespace) -> dict:
         train_set.transforms = get_training_transforms(h, w)   # seeded by make_loader
         stats = train_one_epoch(model, make_loader(train_data, args, True, epoch), optimizer, lr_scheduler, scaler,
                                 args, epoch)
-        stats.update(evaluate(model, make_loader(val_data, args, False, epoch), args))
+        if args.distributed:   # BatchNorm statistics of the last step are per rank: evaluate the one rank 0 saves
+            for buffer in model_without_ddp.buffers():
+                dist.broadcast(buffer, 0)
+        stats.update(evaluate(model_without_ddp, make_loader(val_data, args, False, epoch), args))
         row = {"epoch": epoch, "height": h, "width": w, "lr": optimizer.param_groups[0]["lr"], **stats,
                "epoch_s": time.perf_counter() - t0}
         state["history"].append(row)

@@ -123,7 +123,10 @@ def parity_gate(onnx_path: str, model, images: np.ndarray, refiner=None) -> dict
         if mismatches or not np.isfinite(diff) or diff > GATE_MAX_CORNER_DIFF_PX:
             failed.append(RAW_OUTPUT if not prefix else REFINED_OUTPUT)
     if failed:
-        raise GateError(f"{os.path.basename(onnx_path)} failed the parity gate on {', '.join(failed)}: {result}")
+        raise GateError(f"{onnx_path} fails the parity gate on {', '.join(failed)}: max corner difference "
+                        f"{result['max_corner_diff_px']} px (refined: {result.get('max_refined_corner_diff_px')} px, "
+                        f"<= {GATE_MAX_CORNER_DIFF_PX} needed), card found in one and not the other on "
+                        f"{result['found_mismatches'] + result.get('refined_found_mismatches', 0)} image(s)")
     return result
 
 

@@ -4,10 +4,9 @@ at a few pixels.
 Ultralytics' keypoint loss is 1 - exp(-e), e = r^2 / (8 sigma^2 A), with r the corner error and
 A the box area. At the loss width of 0.25 (corners/data.py) and a typical card box
 (A = 300 x 420 px) that is r^2 / 63000: a 10 px error costs 0.0016 and its gradient is 0.0003
-per px, a 5 px error half that. Next to the box losses this is nothing, and the trained model
-kept a median error near 10 px with every corner pulled about 5 px towards the card centre
-(the signature of a regression term too weak to matter). A tighter sigma is no cure: it has no
-gradient for a corner 100 px off, which every corner is early in training.
+per px, a 5 px error half that. Next to the box losses this is nothing: a regression term too
+weak to pull the last few pixels. A tighter sigma is no cure: it has no gradient for a corner
+100 px off, which every corner is early in training.
 
 The added term is the L1 distance per coordinate divided by sqrt(A), i.e. in units of the card's
 size like OKS: its gradient is the same at 100 px and at 1 px, so it pulls just as hard on the

@@ -12,8 +12,7 @@ There is one card per frame, so no NMS: the best anchor decides whether there is
 confidence >= `conf`), and the corners are the confidence-weighted mean over the anchors that
 agree with it (confidence >= 0.9 x the best, box IoU >= 0.6 with the best box). Neighbouring
 anchors often score within 0.002 of each other while their corners differ by many pixels; taking
-the argmax alone flipped between them under FP16 rounding (32 px jumps) and was less accurate
-(mean error 18.2 vs 16.3 px on 80 unseen test images with the first trained model, one-off script).
+the argmax alone flipped between them under FP16 rounding and was less steady.
 """
 
 from __future__ import annotations

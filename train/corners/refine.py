@@ -38,8 +38,7 @@ ROTATION_DEG = (0.0, 90.0, 180.0, 270.0)
 HEATMAP = 16   # heat-map cells per side: 4 crop pixels each, refined below a pixel by soft-argmax
 # Two looks: the first brings a corner the detector put 15-25 px off into the middle of the crop,
 # where the second pins it down. Corners the detector puts up to 16 px outside the image are still
-# refined: the crop reaches 32 px, so a true corner near the border is in it. Both measured on
-# dataset/'s test split (train/README.md).
+# refined: the crop reaches 32 px, so a true corner near the border is in it.
 REFINE_STEPS = 2
 OUTSIDE_MARGIN_PX = 16.0
 

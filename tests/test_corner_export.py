@@ -1,0 +1,121 @@
+"""export_corners.py (parity gate, refiner merged into the graph), evaluate_corners.py and the
+augmentation preview, on the tiny trained corner model."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from common import DataError
+from corners.data import corner_samples
+
+
+def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corners, refiner_ckpt, corner_dataset,
+                                                                   tmp_path):
+    import onnxruntime as ort
+
+    import evaluate_corners
+    import export_corners
+    from corners.metrics import decode_tensor
+    from corners.predict import load_checked, to_input
+    from corners.refine import load_refiner, refine_corners
+
+    out = tmp_path / "exported"
+    args = export_corners.get_args_parser().parse_args([
+        trained_corners["best"], "--output-dir", str(out), "--data-path", corner_dataset, "--latency-runs", "1",
+        "--refiner", refiner_ckpt["best"]])
+    meta = export_corners.main(args)
+    path = out / "card_corners.onnx"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = sess.get_inputs()
+    assert (inp.name, inp.type, inp.shape) == ("images", "tensor(float)", [1, 3, 640, 480])
+    assert [(o.name, o.type, o.shape) for o in sess.get_outputs()] == [
+        ("output0", "tensor(float)", [1, 17, 6300]), ("corners", "tensor(float)", [1, 4, 2]),
+        ("score", "tensor(float)", [1])]
+    f = meta["files"][0]
+    assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["gate"]["max_refined_corner_diff_px"] <= 1.0
+    assert f["precision"] == "fp16" and meta["refiner"]["epochs_run"] == 1
+    assert "pct_within_5px" in f["test_metrics"] and "pct_within_5px" in f["detector_test_metrics"]
+    with open(out / "README.md") as fh:
+        card = fh.read()
+    assert "## Card corners" in card and "`corners` output" in card and "The detector alone" in card
+
+    # The tiny model finds no card, so the gate compared nothing, and its near-equal anchor scores
+    # let FP16 pick another best anchor than FP32. What the merge must get right: `corners` is the
+    # refiner applied to the file's own output0, and `score` that output's best confidence.
+    refiner = load_refiner(refiner_ckpt["best"])
+    for p, _ in corner_samples(corner_dataset, "test"):
+        x = to_input(load_checked(p)[None])
+        output0, corners, score = sess.run(["output0", "corners", "score"], {"images": x})
+        raw, best = decode_tensor(torch.from_numpy(output0))
+        with torch.no_grad():
+            expected = refine_corners(refiner, torch.from_numpy(x), raw)
+        assert np.abs(corners - expected.numpy()).max() < 1e-3 and np.abs(score - best.numpy()).max() < 1e-6
+
+    m_onnx, _ = evaluate_corners.evaluate_corner_model(str(path), corner_dataset, quiet=True)
+    m_pt, _ = evaluate_corners.evaluate_corner_model(trained_corners["best"], corner_dataset, quiet=True,
+                                                     refiner=refiner_ckpt["best"])
+    assert m_onnx["images"] == m_pt["images"] and m_onnx["missed_cards"] == m_pt["missed_cards"]
+    assert m_onnx["refined"] and m_pt["refined"]
+
+
+def test_export_without_refiner_keeps_the_detector_contract(trained_corners, corner_dataset, tmp_path):
+    import onnxruntime as ort
+
+    import evaluate_corners
+    import export_corners
+
+    args = export_corners.get_args_parser().parse_args([
+        trained_corners["best"], "--output-dir", str(tmp_path), "--data-path", corner_dataset, "--latency-runs", "1",
+        "--no-refine", "--skip-eval"])
+    meta = export_corners.main(args)
+    sess = ort.InferenceSession(str(tmp_path / "card_corners.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["output0"] and meta["refiner"] is None
+    # Scoring such a file says the corners were not refined, whatever was asked.
+    m, _ = evaluate_corners.evaluate_corner_model(str(tmp_path / "card_corners.onnx"), corner_dataset, quiet=True)
+    assert m["refined"] is False
+    with pytest.raises(DataError, match="opset 16"):
+        export_corners.main(export_corners.get_args_parser().parse_args([
+            trained_corners["best"], "--output-dir", str(tmp_path / "o13"), "--data-path", corner_dataset,
+            "--opset", "13"]))
+
+
+def test_export_refuses_missing_mobile_extras(trained_corners, corner_dataset, tmp_path, monkeypatch):
+    import export_corners
+
+    monkeypatch.setattr(export_corners.importlib.util, "find_spec", lambda name: None)
+    args = export_corners.get_args_parser().parse_args([trained_corners["best"], "--formats", "onnx,tflite",
+                                                        "--output-dir", str(tmp_path), "--data-path", corner_dataset])
+    with pytest.raises(DataError, match="pip install litert-torch"):
+        export_corners.main(args)
+    assert not os.listdir(tmp_path)
+
+
+def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt, corner_dataset, tmp_path):
+    import evaluate_corners
+
+    args = evaluate_corners.get_args_parser().parse_args([
+        trained_corners["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "m.json"), "--overlays", "3",
+        "--refiner", refiner_ckpt["best"]])
+    m = evaluate_corners.main(args)
+    with open(tmp_path / "m.json") as f:
+        saved = json.load(f)
+    assert saved["images"] == m["images"] and "pct_within_10px" in saved and saved["refined"] is True
+    assert len(os.listdir(tmp_path / "m_overlays")) == 3
+    args = evaluate_corners.get_args_parser().parse_args([
+        trained_corners["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "d.json"), "--no-refine"])
+    assert evaluate_corners.main(args)["refined"] is False
+
+
+def test_preview_writes_ten_examples(corner_dataset, tmp_path):
+    import preview_corner_augmentations as preview
+
+    paths = preview.main(preview.get_args_parser().parse_args(
+        ["--data-path", corner_dataset, "--output-dir", str(tmp_path / "p")]))
+    assert len(paths) == 10 and all(os.path.getsize(p) > 0 for p in paths)
+    assert os.path.isfile(tmp_path / "p" / "grid.jpg")
+    shutil.rmtree(tmp_path / "p")
+
