@@ -75,9 +75,12 @@ def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_p
     for image, mask in find_samples(tiny_dataset, "test")[:3]:
         os.symlink(image, eval_set / "test" / "images" / os.path.basename(image))
         os.symlink(mask, eval_set / "test" / "masks" / os.path.basename(mask))
+    baseline = os.path.join(EXPORT_DIR, "card_segmentation_fp32.onnx")   # any earlier export
     args = export.get_args_parser().parse_args([str(ckpt), "--data-path", tiny_dataset, "--output-dir", str(out),
                                                 "--gate-images", "2", "--latency-runs", "1",
-                                                "--eval-data-path", os.path.realpath(eval_set)])
+                                                "--eval-data-path", os.path.realpath(eval_set),
+                                                "--extra-eval", f"again={eval_set}", "--extra-eval-note",
+                                                "again=the same three images", "--baseline", baseline])
     meta = export.main(args)
     names = sorted(os.listdir(out))
     assert names == ["README.md", "card_segmentation.json", "card_segmentation.onnx", "card_segmentation_fp32.onnx"]
@@ -86,6 +89,16 @@ def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_p
     assert (out / "README.md").read_text() == model_card.render_model_card(str(out))
     for f in meta["files"]:
         assert f["test_metrics"]["images"] == 3 and f["test_metrics"]["dataset"] == os.path.realpath(eval_set)
+        # The named split is scored like the test split; the baseline on both, in the same command.
+        assert f["extra_metrics"]["again"]["iou"] == f["test_metrics"]["iou"]
+    base = meta["baseline"]
+    assert base["sha256"] == sha256(baseline) and set(base["extra_metrics"]) == {"test", "again"}
+    from evaluate import evaluate_model
+    assert base["extra_metrics"]["again"]["iou"] == round(evaluate_model(baseline, str(eval_set), quiet=True)["iou"], 5)
+    card = (out / "README.md").read_text()
+    assert "| again (3 images) |" in card and "- again: the same three images" in card
+    with pytest.raises(DataError, match="expected NAME=DIR"):
+        export.main(export.get_args_parser().parse_args([str(ckpt), "--extra-eval", str(eval_set)]))
 
 
 def _split_of(root, samples):

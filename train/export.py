@@ -75,7 +75,8 @@ def main(args: argparse.Namespace) -> dict:
     meta = {"name": args.name, "kind": "segmentation", "checkpoint": os.path.basename(ckpt_path),
             "export_command": args.export_command or "python train/export.py " + " ".join(sys.argv[1:]),
             "machine": machine_description(), "onnxruntime": onnxruntime_version(),
-            "training": checkpoint_summary(ckpt), "files": []}
+            "training": checkpoint_summary(ckpt) | ({"note": args.training_note} if args.training_note else {}),
+            "files": []}
     latencies = onnx_latencies([path for path, _ in files], args.latency_runs)
     for (path, info), ms in zip(files, latencies):
         info.update(size_bytes=os.path.getsize(path), sha256=sha256(path), cpu_latency_ms=round(ms, 1),
@@ -98,7 +99,10 @@ def main(args: argparse.Namespace) -> dict:
         splits = ([("test", resolve_path(args.eval_data_path or args.data_path))] if baseline else []) + extra
         for path, info in scored:
             for name, data in splits:
-                m = evaluate_model(path, data, "test", quiet=True)
+                if name == "test" and "test_metrics" in info:   # scored above already
+                    m = info["test_metrics"]
+                else:
+                    m = evaluate_model(path, data, "test", quiet=True)
                 info.setdefault("extra_metrics", {})[name] = {"iou": round(m["iou"], 5), "images": m["images"]}
                 logger.info("%s on %s (%s): IoU %.4f", os.path.basename(path), name, data, m["iou"])
     with open(os.path.join(out_dir, args.name + ".json"), "w") as f:
@@ -117,6 +121,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--eval-data-path", default=None, help="dataset for the model card's test metrics "
                    "(default: --data-path)")
     p.add_argument("--eval-dataset-note", default=None, help="how that dataset was made, for the model card")
+    p.add_argument("--training-note", default=None, help="how the checkpoint was trained (e.g. a chain of runs), "
+                   "for the model card")
     p.add_argument("--gate-images", type=int, default=GATE_IMAGES)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)
