@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import segmentation_export
 import torch
 from conftest import make_dataset
 
 import export
 import model_card
+import segmentation_export
 from common import EXPORT_DIR, DataError
 from dataset import find_samples, load_sample
 from model import build_model

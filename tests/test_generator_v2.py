@@ -7,13 +7,13 @@ import os
 
 import cv2
 import numpy as np
-import preview_dataset
 import pytest
-import synthetic_v2
-from photos import PhotoPool
 
 import generate_dataset
+import preview_dataset
+import synthetic_v2
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
+from photos import PhotoPool
 from synthetic import HIDDEN, OUTSIDE, VISIBLE
 
 # Nothing but the feature under test: every other v2 option off.

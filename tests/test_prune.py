@@ -1,12 +1,12 @@
 import os
 
 import pytest
-import segmentation_export
 import torch
 from conftest import SEG_OPTIONS
 
 import export
 import prune
+import segmentation_export
 from model import load_checkpoint_model
 
 pytest.importorskip("torch_pruning")

@@ -118,11 +118,11 @@ def bench_generator(args) -> list[dict]:
     """Scenes per second of each generator preset on one core, the presets taking turns scene by
     scene (same seeds), so a machine that speeds up or slows down shifts them alike."""
     import numpy as np
-    from photos import PhotoPool
 
     from generate_dataset import render
+    from photos import open_pool
 
-    photos = PhotoPool([resolve_path(f) for f in args.photos]) if args.photos else None
+    photos = open_pool(args.photos)
     presets = ["v1", "v2", "hard"]
     times: dict[str, list[float]] = {p: [] for p in presets}
     for i in range(args.warmup + args.iters):

@@ -17,12 +17,11 @@ import logging
 import os
 import sys
 
-from segmentation_export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
-
 import model_card
 from common import DEFAULT_DATASET, EXPORT_DIR, DataError, resolve_path, run_script
 from model import load_checkpoint_model
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
+from segmentation_export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,10 @@ import time
 
 import cv2
 import numpy as np
-import synthetic_v2
-from photos import PhotoPool
 from tqdm import tqdm
 
 import synthetic
+import synthetic_v2
 from common import (
     CORNERS_FILE,
     DEFAULT_DATASET,
@@ -39,11 +38,12 @@ from common import (
     resolve_path,
     run_script,
 )
+from photos import PHOTO_EXTS, PhotoPool, open_pool
 
 logger = logging.getLogger(__name__)
 
 SPLIT_IDS = {"train": 0, "test": 1}
-BACKGROUND_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+BACKGROUND_EXTS = PHOTO_EXTS   # v1 --backgrounds takes the same files as --photos (not recursively)
 
 
 # Set in each worker (inherited through fork, or by the pool's initializer): the decoded --photos.
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.photos and args.preset == "v1":
         raise DataError("--photos needs --preset v2 or hard (v1 takes --backgrounds)")
     backgrounds = list_backgrounds(args.backgrounds)
-    photos = PhotoPool([resolve_path(f) for f in args.photos]) if args.photos else None
+    photos = open_pool(args.photos)
     if photos is not None:
         logger.info("%d photos from %s", len(photos), ", ".join(photos.folders))
     if args.overwrite:   # stale files of a larger earlier dataset must not survive

@@ -13,7 +13,7 @@ import os
 import cv2
 import numpy as np
 
-from common import DataError
+from common import DataError, resolve_path
 
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_SIDE = 960
@@ -82,3 +82,8 @@ class PhotoPool:
             f = f * rng.uniform(1 - 0.25 * jitter, 1 + 0.25 * jitter, 3)                # white balance / gain
             out = np.clip(f, 0, 255).astype(np.uint8)
         return out
+
+
+def open_pool(folders: list[str] | None) -> PhotoPool | None:
+    """The PhotoPool of a `--photos DIR [DIR ...]` option, or None when it was not given."""
+    return PhotoPool([resolve_path(f) for f in folders]) if folders else None

@@ -16,10 +16,10 @@ import os
 
 import cv2
 import numpy as np
-from photos import PhotoPool
 
 from common import DEFAULT_RUNS_DIR, SPLITS, DataError, atomic_write_bytes, resolve_path, run_script
 from generate_dataset import SPLIT_IDS, render
+from photos import open_pool
 from synthetic import HIDDEN, VISIBLE
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def annotate(image: np.ndarray, mask: np.ndarray, corners: np.ndarray | None, st
 def main(args: argparse.Namespace) -> str:
     if args.columns < 1 or args.count < 1:
         raise DataError("--count and --columns must be at least 1")
-    photos = PhotoPool([resolve_path(f) for f in args.photos]) if args.photos else None
+    photos = open_pool(args.photos)
     tiles = []
     for i in range(args.count):
         rng = np.random.default_rng([args.seed, SPLIT_IDS[args.split], i])

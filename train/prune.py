@@ -22,7 +22,6 @@ import os
 import tempfile
 
 import torch
-from segmentation_export import export_and_verify, gate_images
 from torch import nn
 
 import export
@@ -41,6 +40,7 @@ from common import (
 from metrics import segmentation_loss
 from model import load_checkpoint_model
 from onnx_utils import machine_description, onnx_latencies
+from segmentation_export import export_and_verify, gate_images
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from photos import PhotoPool
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH
+from photos import PhotoPool
 from synthetic import (
     _CARD_ALPHA,
     CARD_H,
