@@ -11,6 +11,7 @@ import torch
 
 from common import DataError
 from corners.data import corner_samples
+from onnx_utils import GateError
 
 
 def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corners, refiner_ckpt, corner_dataset,
@@ -21,45 +22,82 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corner
     import export_corners
     from corners.metrics import decode_tensor
     from corners.predict import load_checked, to_input
-    from corners.refine import load_refiner, refine_corners
+    from corners.refine import finish_corners, load_refiner
 
     out = tmp_path / "exported"
     args = export_corners.get_args_parser().parse_args([
         trained_corners["best"], "--output-dir", str(out), "--data-path", corner_dataset, "--latency-runs", "1",
-        "--refiner", refiner_ckpt["best"]])
+        "--refiner", refiner_ckpt["best"], "--extra-eval", f"again={corner_dataset}",
+        "--extra-eval-note", "again=the same split", "--baseline", str(tmp_path / "missing.onnx")])
+    with pytest.raises(DataError, match="missing.onnx"):
+        export_corners.main(args)
+    args.baseline = None
     meta = export_corners.main(args)
     path = out / "card_corners.onnx"
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (inp,) = sess.get_inputs()
-    assert (inp.name, inp.type, inp.shape) == ("images", "tensor(float)", [1, 3, 640, 480])
-    assert [(o.name, o.type, o.shape) for o in sess.get_outputs()] == [
-        ("output0", "tensor(float)", [1, 17, 6300]), ("corners", "tensor(float)", [1, 4, 2]),
-        ("score", "tensor(float)", [1])]
+    # The FP16 file and its FP32 twin: one contract, both gated, timed, scored on every split.
+    assert [f["file"] for f in meta["files"]] == ["card_corners.onnx", "card_corners_fp32.onnx"]
+    for f, precision in zip(meta["files"], ("fp16", "fp32")):
+        sess = ort.InferenceSession(str(out / f["file"]), providers=["CPUExecutionProvider"])
+        (inp,) = sess.get_inputs()
+        assert (inp.name, inp.type, inp.shape) == ("images", "tensor(float)", [1, 3, 640, 480])
+        assert [(o.name, o.type, o.shape) for o in sess.get_outputs()] == [
+            ("output0", "tensor(float)", [1, 17, 6300]), ("corners", "tensor(float)", [1, 4, 2]),
+            ("score", "tensor(float)", [1]), ("visibility", "tensor(float)", [1, 4]),
+            ("fallback", "tensor(float)", [1, 4])]
+        assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["gate"]["max_refined_corner_diff_px"] <= 1.0
+        assert f["gate"]["max_stage_diff_px"] <= 0.1
+        assert f["precision"] == precision and f["detector_cpu_latency_ms"] > 0
+        assert set(f["extra_metrics"]) == {"test", "again"}
+    assert meta["refiner"]["epochs_run"] == 1
     f = meta["files"][0]
-    assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["gate"]["max_refined_corner_diff_px"] <= 1.0
-    assert f["precision"] == "fp16" and meta["refiner"]["epochs_run"] == 1
     assert "pct_within_5px" in f["test_metrics"] and "pct_within_5px" in f["detector_test_metrics"]
+    assert set(f["detector_extra_metrics"]) == {"test", "again"}
     with open(out / "README.md") as fh:
         card = fh.read()
     assert "## Card corners" in card and "`corners` output" in card and "The detector alone" in card
+    assert "card_corners_fp32.onnx" in card and "again (3 images" in card and "the same split" in card
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     # The tiny model finds no card, so the gate compared nothing, and its near-equal anchor scores
-    # let FP16 pick another best anchor than FP32. What the merge must get right: `corners` is the
-    # refiner applied to the file's own output0, and `score` that output's best confidence.
+    # let FP16 pick another best anchor than FP32. What the merge must get right: `corners` and
+    # `score` are the refine stage applied to the file's own output0.
     refiner = load_refiner(refiner_ckpt["best"])
     for p, _ in corner_samples(corner_dataset, "test"):
         x = to_input(load_checked(p)[None])
         output0, corners, score = sess.run(["output0", "corners", "score"], {"images": x})
         raw, best = decode_tensor(torch.from_numpy(output0))
         with torch.no_grad():
-            expected = refine_corners(refiner, torch.from_numpy(x), raw)
-        assert np.abs(corners - expected.numpy()).max() < 1e-3 and np.abs(score - best.numpy()).max() < 1e-6
+            expected, expected_score, _, _ = finish_corners(refiner, torch.from_numpy(x), raw, best)
+        assert np.abs(corners - expected.numpy()).max() < 1e-3
+        assert np.abs(score - expected_score.numpy()).max() < 1e-6
+
+    # The gate catches a stage that is not what PyTorch computes (here PyTorch's side is shifted 2 px).
+    from corners import export as corner_export
+
+    real = corner_export.finish_corners
+
+    def shifted(*a, **k):
+        c, *rest = real(*a, **k)
+        return (c + 2.0, *rest)
+    corner_export.finish_corners = shifted
+    try:
+        with pytest.raises(GateError, match="refine stage"):
+            corner_export.parity_gate(str(path), trained_corners_model(trained_corners), corner_export.gate_images(
+                corner_dataset, 2), refiner, "fp16")
+    finally:
+        corner_export.finish_corners = real
 
     m_onnx, _ = evaluate_corners.evaluate_corner_model(str(path), corner_dataset, quiet=True)
     m_pt, _ = evaluate_corners.evaluate_corner_model(trained_corners["best"], corner_dataset, quiet=True,
                                                      refiner=refiner_ckpt["best"])
     assert m_onnx["images"] == m_pt["images"] and m_onnx["missed_cards"] == m_pt["missed_cards"]
     assert m_onnx["refined"] and m_pt["refined"]
+
+
+def trained_corners_model(trained):
+    from corners.predict import load_pose_model
+
+    return load_pose_model(trained["best"]).model.float().eval()
 
 
 def test_export_without_refiner_keeps_the_detector_contract(trained_corners, corner_dataset, tmp_path):
@@ -104,6 +142,8 @@ def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt,
     with open(tmp_path / "m.json") as f:
         saved = json.load(f)
     assert saved["images"] == m["images"] and "pct_within_10px" in saved and saved["refined"] is True
+    # The generator's corner_visibility.json is there: hidden corners scored alone, the fallback's share.
+    assert saved["hidden_corners"] >= 0 and "fallback_pct" in saved and "fallback_pct_hidden" in saved
     assert len(os.listdir(tmp_path / "m_overlays")) == 3
     args = evaluate_corners.get_args_parser().parse_args([
         trained_corners["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "d.json"), "--no-refine"])

@@ -62,34 +62,191 @@ def test_refiner_crops_sample_exactly_where_the_geometry_says():
     assert torch.allclose(got.view(4, CROP_PX, CROP_PX, 2)[:, 31:33, 31:33].mean((1, 2)), centres[0], atol=1e-3)
 
 
-def test_refine_stage_onnx_matches_pytorch():
-    """Decoding + refinement exported to ONNX (what export_corners.py appends to the detector) gives
-    PyTorch's corners, including a corner outside the frame that passes through unrefined."""
+def _detector_output(quad, n_anchors):
+    """A detector output0 (1, 17, N) whose three best anchors put the card's corners at quad + 0..2 px."""
+    output0 = torch.zeros(1, 17, n_anchors)
+    output0[0, :4, :3] = torch.tensor([240.0, 320.0, 300.0, 400.0])[:, None]
+    output0[0, 4, :3] = torch.tensor([0.9, 0.85, 0.3])
+    for j in range(3):
+        kp = torch.from_numpy(quad + 0.5 + j).float()
+        output0[0, 5:, j] = torch.cat([kp, torch.ones(4, 1)], 1).reshape(-1)
+    return output0
+
+
+def _stage_session(refiner):
     import onnxruntime as ort
 
     from corners import export as corner_export
-    from corners.metrics import decode_tensor
+
+    return ort.InferenceSession(corner_export.refine_stage_onnx(refiner, 17).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+
+
+def test_refine_stage_onnx_matches_pytorch():
+    """Decoding + refinement + fallback + quad checks exported to ONNX (what export_corners.py appends
+    to the detector) give PyTorch's outputs, a corner outside the frame included."""
+    from corners import export as corner_export
     from corners.refine import CornerRefiner, DecodeAndRefine
 
     torch.manual_seed(0)
     refiner = CornerRefiner().eval()
     quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [-20.0, 480.0]])
     images = _card_image(quad)
-    output0 = torch.zeros(1, 17, corner_export.NUM_ANCHORS)
-    output0[0, :4, :3] = torch.tensor([240.0, 320.0, 300.0, 400.0])[:, None]
-    output0[0, 4, :3] = torch.tensor([0.9, 0.85, 0.3])
-    for j in range(3):
-        kp = torch.from_numpy(quad + 0.5 + j).float()
-        output0[0, 5:, j] = torch.cat([kp, torch.ones(4, 1)], 1).reshape(-1)
+    output0 = _detector_output(quad, corner_export.NUM_ANCHORS)
     with torch.no_grad():
-        ref_corners, ref_score = DecodeAndRefine(refiner)(images, output0)
-        raw, _ = decode_tensor(output0)
-    sess = ort.InferenceSession(corner_export.refine_stage_onnx(refiner, 17).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    corners, score = sess.run(["corners", "score"], {"images": images.numpy(), "output0": output0.numpy()})
-    assert np.abs(corners - ref_corners.numpy()).max() < 1e-3 and abs(score[0] - 0.9) < 1e-6
-    assert torch.equal(ref_corners[0, 3], raw[0, 3]), "a corner outside the frame is not refined"
-    assert not torch.equal(ref_corners[0, :3], raw[0, :3])
+        expected = DecodeAndRefine(refiner)(images, output0)
+    got = _stage_session(refiner).run(corner_export.STAGE_OUTPUTS, {"images": images.numpy(),
+                                                                     "output0": output0.numpy()})
+    assert [o.shape for o in got] == [(1, 4, 2), (1,), (1, 4), (1, 4)]
+    for name, a, b in zip(corner_export.STAGE_OUTPUTS, got, expected):
+        assert np.abs(a - b.numpy()).max() < 1e-3, name
+
+
+def _hand_card(seed=0):
+    """A 480x640 scene: a card (rounded corners, bright border, darker art and a text box) warped in
+    perspective onto a cluttered background; its true quad (pixel-centre coordinates, clockwise
+    from top-left)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.uniform(40, 120, (16, 12, 3)).astype(np.uint8), (480, 640), interpolation=cv2.INTER_CUBIC)
+    w, h, r = 252, 352, 12                       # 63 x 88 mm at 4 px/mm, 3 mm corner radius
+    card = np.zeros((h, w, 3), np.uint8)
+    alpha = np.zeros((h, w), np.uint8)
+    for a in (card, alpha):
+        colour = (235, 230, 220) if a is card else 255
+        cv2.rectangle(a, (r, 0), (w - 1 - r, h - 1), colour, -1)
+        cv2.rectangle(a, (0, r), (w - 1, h - 1 - r), colour, -1)
+        for cx, cy in ((r, r), (w - 1 - r, r), (w - 1 - r, h - 1 - r), (r, h - 1 - r)):
+            cv2.circle(a, (cx, cy), r, colour, -1, cv2.LINE_AA)
+    cv2.rectangle(card, (20, 24), (w - 21, 200), (60, 90, 150), -1)
+    cv2.rectangle(card, (20, 214), (w - 21, h - 30), (200, 190, 170), -1)
+    quad = np.array([[110.0, 140.0], [362.0, 128.0], [380.0, 478.0], [95.0, 490.0]])
+    src = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]], np.float32)
+    m = cv2.getPerspectiveTransform(src, quad.astype(np.float32))
+    warped = cv2.warpPerspective(card, m, (480, 640), flags=cv2.INTER_LINEAR)
+    a = cv2.warpPerspective(alpha, m, (480, 640), flags=cv2.INTER_LINEAR)[..., None] / 255.0
+    return (img * (1 - a) + warped * a).astype(np.uint8), quad
+
+
+def _thumb(img, corner, towards, radius=26.0):
+    """A skin-coloured capsule whose tip covers `corner`, coming in from `towards` (a unit vector
+    pointing out of the card), with cylinder shading like a thumb."""
+    h, w = img.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    tip = corner - 8 * towards
+    a, b = tip, tip + 200 * towards
+    ab = b - a
+    t = np.clip(((xs - a[0]) * ab[0] + (ys - a[1]) * ab[1]) / (ab @ ab), 0, 1)
+    d = np.hypot(xs - (a[0] + t * ab[0]), ys - (a[1] + t * ab[1]))
+    shade = np.sqrt(np.clip(1 - (d / radius) ** 2, 0, 1))
+    alpha = np.clip(radius - d, 0, 1)[..., None]
+    colour = np.array([224, 172, 135], np.float64) * (0.45 + 0.55 * shade)[..., None]
+    return (img * (1 - alpha) + colour * alpha).astype(np.uint8)
+
+
+def _finish(img, detector_quad):
+    from corners.refine import DEFAULT_REFINER, finish_corners, load_refiner
+
+    refiner = load_refiner(DEFAULT_REFINER)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        corners, score, visible, fallback = finish_corners(
+            refiner, x, torch.from_numpy(detector_quad + 0.5)[None], torch.tensor([0.9], dtype=torch.float64))
+    return corners[0].numpy() - 0.5, float(score[0]), visible[0].numpy(), fallback[0].numpy()
+
+
+def test_committed_refiner_puts_a_corner_under_a_thumb_where_its_edges_meet():
+    """The committed refiner on a card held by a thumb over its top-left corner: that corner is judged
+    hidden and placed where its two sides meet (within 3 px of the true corner, from detector corners
+    6 px off), the fallback does not engage on the three corners in sight, and on the same card without
+    the thumb it engages nowhere."""
+    img, quad = _hand_card()
+    rng = np.random.default_rng(1)
+    detector = quad + rng.uniform(-6, 6, quad.shape)
+    out = quad[0] - quad.mean(0)
+    thumbed = _thumb(img, quad[0], out / np.linalg.norm(out))
+    corners, score, visible, fallback = _finish(thumbed, detector)
+    err = np.linalg.norm(corners - quad, axis=-1)
+    assert score > 0.5 and visible[0] < 0.5 and fallback.tolist() == [1, 0, 0, 0], (visible, fallback)
+    assert err[0] < 3.0 and err[1:].max() < 2.0, err
+    corners, score, visible, fallback = _finish(img, detector)
+    assert fallback.tolist() == [0, 0, 0, 0] and (visible > 0.5).all(), visible
+    assert np.linalg.norm(corners - quad, axis=-1).max() < 2.0
+
+
+def test_exported_stage_matches_pytorch_on_an_occluded_corner():
+    """The committed refiner's ONNX stage on the thumb image: corners within 1 px of PyTorch, the
+    same fallback decisions."""
+    from corners import export as corner_export
+    from corners.refine import DEFAULT_REFINER, DecodeAndRefine, load_refiner
+
+    img, quad = _hand_card()
+    out = quad[2] - quad.mean(0)
+    thumbed = _thumb(img, quad[2], out / np.linalg.norm(out))
+    images = torch.from_numpy(thumbed).permute(2, 0, 1)[None].float() / 255
+    output0 = _detector_output(quad + 3.0, corner_export.NUM_ANCHORS)
+    refiner = load_refiner(DEFAULT_REFINER)
+    with torch.no_grad():
+        ref = DecodeAndRefine(refiner)(images, output0)
+    got = _stage_session(refiner).run(corner_export.STAGE_OUTPUTS, {"images": images.numpy(),
+                                                                     "output0": output0.numpy()})
+    assert ref[3][0, 2] > 0.5, "the fallback engages under the thumb"
+    assert np.linalg.norm(got[0] - ref[0].numpy(), axis=-1).max() < 1.0
+    assert np.abs(got[3] - ref[3].numpy()).max() < 1e-3 and abs(got[1][0] - float(ref[1][0])) < 1e-6
+
+
+def test_quad_order_repair_and_plausibility():
+    """Swapped corners come back in the annotations' order; a corner pushed inside the card (a reflex
+    turn) is replaced by its sides' meeting point, or the parallelogram's corner without one; a
+    sliver, a tiny quad and a self-overlapping one are not cards."""
+    from corners.refine import canonical_index, quad_is_card, repair_quad, take
+
+    quad = torch.tensor([[[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [90.0, 480.0]]], dtype=torch.float64)
+    for perm in ([0, 2, 1, 3], [2, 3, 0, 1], [3, 2, 1, 0], [1, 0, 3, 2]):
+        scrambled = quad[:, perm]
+        assert torch.equal(take(scrambled, canonical_index(scrambled)), quad), perm
+    assert quad_is_card(quad, 480, 640).item()
+    dented = quad.clone()
+    dented[0, 2] = torch.tensor([200.0, 250.0])                     # BR pulled inside the triangle
+    assert not quad_is_card(dented, 480, 640).item()
+    meet = torch.full_like(quad, float("nan"))
+    meet[0, 2] = torch.tensor([351.0, 519.0])
+    assert torch.allclose(repair_quad(dented, meet)[0, 2], meet[0, 2])
+    fixed = repair_quad(dented, torch.full_like(quad, float("nan")))
+    assert torch.allclose(fixed[0, 2], quad[0, 1] + quad[0, 3] - quad[0, 0]) and quad_is_card(fixed, 480, 640).item()
+    sliver = torch.tensor([[[100.0, 100.0], [400.0, 100.0], [400.0, 140.0], [100.0, 140.0]]], dtype=torch.float64)
+    tiny = torch.tensor([[[100.0, 100.0], [130.0, 100.0], [130.0, 140.0], [100.0, 140.0]]], dtype=torch.float64)
+    assert not quad_is_card(sliver, 480, 640).item() and not quad_is_card(tiny, 480, 640).item()
+
+
+def test_every_generated_card_is_a_plausible_quad(tmp_path):
+    """The plausibility check never turns a real card into "no card": every quad of the hard preset
+    (steep poses, cards partly out of the frame) passes it."""
+    from conftest import make_dataset
+
+    from corners.data import corner_samples
+    from corners.refine import quad_is_card
+
+    make_dataset(tmp_path, 0, 60, seed=5, preset="hard")
+    quads = np.stack([c for _, c in corner_samples(str(tmp_path), "test") if c is not None]) + 0.5
+    assert quad_is_card(torch.from_numpy(quads), 480, 640).all()
+
+
+def test_visibility_labels_follow_the_mask_and_agree_with_the_generator(tmp_path):
+    """The refiner's training labels come from the mask (a finger over a corner is not card), so they
+    work on any dataset; on generated cards they agree with the generator's corner states."""
+    from conftest import make_dataset
+
+    from corners.data import corner_samples, corner_states
+    from train_corner_refiner import RefinerCrops
+
+    make_dataset(tmp_path, 0, 40, seed=7, preset="hard")
+    data = RefinerCrops(str(tmp_path), "test", 6.0, augment=False, seed=0)
+    cards = [s for s in corner_samples(str(tmp_path), "test") if s[1] is not None]
+    states = corner_states(str(tmp_path), "test", cards)
+    labels = np.stack([data[i][3][:4].numpy() for i in range(len(data))])
+    inside = states > 0
+    assert (states == 1).sum() >= 10
+    assert ((labels > 0.5) == (states == 2))[inside].mean() > 0.95
 
 
 def test_refiner_training_writes_checkpoints_and_loads(refiner_ckpt, tmp_path):
@@ -144,4 +301,4 @@ def test_refiner_refuses_a_dataset_without_corners(tmp_path):
 
     write_dataset(tmp_path, {}, images=["a.jpg"], other_annotated=False)
     with pytest.raises(DataError, match="no annotated corners"):
-        train_corner_refiner.CornerCrops(str(tmp_path), "train", 6.0, augment=False, seed=0)
+        train_corner_refiner.RefinerCrops(str(tmp_path), "train", 6.0, augment=False, seed=0)

@@ -143,14 +143,15 @@ def test_a_split_without_a_card_cannot_feed_the_gate(small_model, tmp_path):
 
 # ----------------------------------------------------------------------------- the committed model
 
+# The deployed model (the web app's and scan.py's): the pruned one, at the mission's path.
 COMMITTED = os.path.join(EXPORT_DIR, "card_segmentation.onnx")
 COMMITTED_FP32 = os.path.join(EXPORT_DIR, "card_segmentation_fp32.onnx")
-# The web app's model (demo/js/segmenter.js, demo.REQUIRED_MODELS).
-COMMITTED_PRUNED = os.path.join(EXPORT_DIR, "card_segmentation_pruned30.onnx")
-COMMITTED_PRUNED_FP32 = os.path.join(EXPORT_DIR, "card_segmentation_pruned30_fp32.onnx")
+# The unpruned model it was pruned from.
+COMMITTED_FULL = os.path.join(EXPORT_DIR, "card_segmentation_full.onnx")
+COMMITTED_FULL_FP32 = os.path.join(EXPORT_DIR, "card_segmentation_full_fp32.onnx")
 
 
-@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FP32, COMMITTED_PRUNED, COMMITTED_PRUNED_FP32])
+@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FP32, COMMITTED_FULL, COMMITTED_FULL_FP32])
 def test_committed_model_contract(path):
     assert os.path.isfile(path), f"{path} is missing: the repository must ship the trained model"
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -159,11 +160,16 @@ def test_committed_model_contract(path):
     assert (out.name, out.shape, out.type) == ("mask", [1, 1, 640, 480], "tensor(float)")
 
 
-def test_committed_model_is_fp16_and_small():
+def test_committed_model_is_fp16_small_and_the_pruned_one():
+    """card_segmentation.onnx is FP16 and the pruned model: fewer parameters than the full one, whose
+    checkpoint it names as its source."""
     proto = onnx.load(COMMITTED)
     dtypes = {init.data_type for init in proto.graph.initializer if len(init.dims) == 4}
     assert dtypes == {onnx.TensorProto.FLOAT16}
-    assert os.path.getsize(COMMITTED) <= 7 * 1024 * 1024
+    assert os.path.getsize(COMMITTED) <= 4 * 1024 * 1024 < os.path.getsize(COMMITTED_FULL)
+    with open(os.path.join(EXPORT_DIR, "card_segmentation.json")) as f:
+        meta = json.load(f)
+    assert meta["checkpoint"] == "card_segmentation_pruned30.pt" and meta["training"]["pruning"]["ratio"] == 0.3
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +180,7 @@ def unseen_frames(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_PRUNED])
+@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FULL])
 def test_committed_model_segments_a_fresh_image(unseen_frames, path):
     samples = [s for s in find_samples(unseen_frames, "test") if "negative" not in s[0]]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -192,7 +198,7 @@ def test_committed_model_card_is_what_export_writes():
     with open(os.path.join(EXPORT_DIR, "README.md")) as f:
         assert f.read() == model_card.render_model_card(EXPORT_DIR)
     metas = sorted(f for f in os.listdir(EXPORT_DIR) if f.endswith(".json"))
-    assert {"card_segmentation.json", "card_segmentation_pruned30.json", "card_corners.json"} <= set(metas)
+    assert {"card_segmentation.json", "card_segmentation_full.json", "card_corners.json"} <= set(metas)
     for name in metas:
         with open(os.path.join(EXPORT_DIR, name)) as f:
             meta = json.load(f)
@@ -205,14 +211,20 @@ def test_committed_corner_model_contract():
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     (inp,) = sess.get_inputs()
     assert (inp.name, inp.shape, inp.type) == ("images", [1, 3, 640, 480], "tensor(float)")
-    assert [(o.name, o.shape, o.type) for o in sess.get_outputs()] == [
-        ("output0", [1, 17, 6300], "tensor(float)"), ("corners", [1, 4, 2], "tensor(float)"),
-        ("score", [1], "tensor(float)")]
-    # The detector's convolutions in FP16, the refiner's in FP32 (sub-pixel coordinates).
+    outputs = [("output0", [1, 17, 6300], "tensor(float)"), ("corners", [1, 4, 2], "tensor(float)"),
+               ("score", [1], "tensor(float)"), ("visibility", [1, 4], "tensor(float)"),
+               ("fallback", [1, 4], "tensor(float)")]
+    assert [(o.name, o.shape, o.type) for o in sess.get_outputs()] == outputs
+    # The detector's convolutions in FP16, the refiner's in FP32 (sub-pixel coordinates); the twin
+    # is FP32 throughout, with the same contract.
     proto = onnx.load(path)
     kernels = [i for i in proto.graph.initializer if len(i.dims) == 4]
     assert {i.data_type for i in kernels if not i.name.startswith("refine/")} == {onnx.TensorProto.FLOAT16}
     assert {i.data_type for i in kernels if i.name.startswith("refine/")} == {onnx.TensorProto.FLOAT}
+    twin = os.path.join(EXPORT_DIR, "card_corners_fp32.onnx")
+    sess = ort.InferenceSession(twin, providers=["CPUExecutionProvider"])
+    assert [(o.name, o.shape, o.type) for o in sess.get_outputs()] == outputs
+    assert {i.data_type for i in onnx.load(twin).graph.initializer if len(i.dims) == 4} == {onnx.TensorProto.FLOAT}
 
 
 def test_committed_corner_model_refines_corners_on_unseen_images(tmp_path):

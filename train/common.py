@@ -32,6 +32,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Card class index in the 2-class output (0 = background).
 CARD_CLASS = 1
 
+# The exported models' decision thresholds (train/exported_models/README.md), here so that torch-free
+# scripts (scan.py) share them: a pixel is card where the segmentation probability is >= 0.5, and
+# below a corner `score` of 0.25 there is no card (the detector's confidence threshold).
+MASK_THRESHOLD = 0.5
+NO_CARD_SCORE = 0.25
+
 SPLITS = ("train", "test")
 CORNERS_FILE = "corner_annotations.json"
 # Written by the generator next to CORNERS_FILE: per image, each corner outside the frame (0),
@@ -153,3 +159,13 @@ def open_tensorboard(output_dir: str):
         return None
     return SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
+
+def parse_named_path(value: str, option: str) -> tuple[str, str]:
+    """NAME=DIR -> (NAME, real path of DIR), the folder checked."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise DataError(f"{option} {value!r}: expected NAME=DIR")
+    path = resolve_path(path)
+    if not os.path.isdir(path):
+        raise DataError(f"{option} {name}: {path} is not a folder")
+    return name, path

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import DEFAULT_DATASET, DataError, resolve_path, run_script
+from common import DEFAULT_DATASET, MASK_THRESHOLD, DataError, resolve_path, run_script
 from dataset import find_samples, load_sample
 from metrics import ConfusionMatrix
 from model import load_checkpoint_model
@@ -31,7 +31,7 @@ from onnx_utils import ort_session
 
 logger = logging.getLogger(__name__)
 
-THRESHOLD = 0.5
+THRESHOLD = MASK_THRESHOLD
 OVERLAY_RGB = (135, 206, 235)   # light blue, as in the web app
 
 

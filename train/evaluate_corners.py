@@ -11,7 +11,9 @@ corners outside the frame are left out and counted. Images without a card report
 card was claimed. The corners scored are the refined ones (corners/refine.py: inside an exported
 .onnx, --refiner for a .pt); --no-refine scores the detector alone. Writes JSON (default: next to
 the model) and, with --overlays N, the N worst images with truth (green) and prediction (red),
-corners numbered 1-4 from top-left.
+corners numbered 1-4 from top-left. Where the dataset has the generator's corner_visibility.json,
+the corners hidden by a finger are also scored alone; for a model with the refine stage, the share
+of corners its fallback placed where their sides meet is reported.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, run_script  # noqa: E402
-from corners.data import corner_samples  # noqa: E402
-from corners.metrics import DEFAULT_CONF, format_table, jsonable  # noqa: E402
+from corners.data import HIDDEN_STATE, corner_samples, corner_states, in_frame  # noqa: E402
+from corners.metrics import DEFAULT_CONF, THRESHOLDS_PX, corner_errors, format_table, jsonable  # noqa: E402
 from corners.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
 from corners.refine import DEFAULT_REFINER, load_refiner  # noqa: E402
 
@@ -88,7 +90,32 @@ def evaluate_corner_model(model_path: str, data_path: str, split: str = "test", 
     metrics, raw = evaluate_runner(runner, samples, batch_size, conf, progress)
     metrics.update(model=os.path.basename(model_path), data_path=data_path, split=split, conf=conf,
                    refined=runner.refined)
+    metrics.update(hidden_and_fallback(raw, corner_states(data_path, split, samples)))
     return metrics, raw
+
+
+def hidden_and_fallback(raw: dict, states: np.ndarray | None) -> dict:
+    """The corners a finger hides (the generator's corner_visibility.json: state 1) scored alone,
+    and how often the refine stage placed a corner where its sides meet (the fallback), overall and
+    on hidden and on visible corners. Empty where neither is known."""
+    out = {}
+    pos = raw["positive"]
+    errors = corner_errors(raw["pred"][pos], raw["found"][pos], raw["truth"][pos])
+    fallback = raw.get("fallback")
+    if states is not None:
+        hidden = states[pos] == HIDDEN_STATE
+        out["hidden_corners"] = int(hidden.sum())
+        for t in THRESHOLDS_PX:
+            out[f"hidden_pct_within_{t}px"] = 100.0 * float((errors[hidden] <= t).mean()) if hidden.any() \
+                else float("nan")
+    if fallback is not None:
+        inside = in_frame(raw["truth"][pos])
+        fb = fallback[pos] > 0.5
+        out["fallback_pct"] = 100.0 * float(fb[inside].mean()) if inside.any() else float("nan")
+        if states is not None:
+            for name, sel in (("hidden", states[pos] == HIDDEN_STATE), ("visible", states[pos] == 2)):
+                out[f"fallback_pct_{name}"] = 100.0 * float(fb[sel].mean()) if sel.any() else float("nan")
+    return out
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -98,6 +125,13 @@ def main(args: argparse.Namespace) -> dict:
     metrics, raw = evaluate_corner_model(model_path, data_path, args.split, args.conf, args.batch_size,
                                          args.device, args.limit, refine=not args.no_refine, refiner=args.refiner)
     print(format_table(metrics))
+    if "hidden_corners" in metrics:
+        print(f"{metrics['hidden_corners']} corners hidden by a finger: "
+              + ", ".join(f"{metrics[f'hidden_pct_within_{t}px']:.2f} % within {t} px" for t in THRESHOLDS_PX))
+    if "fallback_pct" in metrics:
+        print(f"placed where their sides meet: {metrics['fallback_pct']:.2f} % of corners in the frame"
+              + (f" ({metrics['fallback_pct_hidden']:.2f} % of hidden, {metrics['fallback_pct_visible']:.2f} % "
+                 "of visible ones)" if "fallback_pct_hidden" in metrics else ""))
     json_path = resolve_path(args.json or os.path.splitext(model_path)[0] + f"_corners_{args.split}.json")
     atomic_write_bytes(json_path, (json.dumps(jsonable(metrics), indent=1) + "\n").encode(), fsync=False)
     logger.info("metrics -> %s", json_path)

@@ -18,23 +18,12 @@ import os
 import sys
 
 import model_card
-from common import DEFAULT_DATASET, EXPORT_DIR, DataError, resolve_path, run_script
+from common import DEFAULT_DATASET, EXPORT_DIR, DataError, parse_named_path, resolve_path, run_script
 from model import load_checkpoint_model
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
 from segmentation_export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
 
 logger = logging.getLogger(__name__)
-
-
-def parse_named_path(value: str, option: str) -> tuple[str, str]:
-    """NAME=DIR -> (NAME, real path of DIR), the folder checked."""
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise DataError(f"{option} {value!r}: expected NAME=DIR")
-    path = resolve_path(path)
-    if not os.path.isdir(path):
-        raise DataError(f"{option} {name}: {path} is not a folder")
-    return name, path
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -41,7 +41,7 @@ import tempfile  # noqa: E402
 import onnx  # noqa: E402
 
 import model_card  # noqa: E402
-from common import DEFAULT_DATASET, EXPORT_DIR, DataError, resolve_path, run_script  # noqa: E402
+from common import DEFAULT_DATASET, EXPORT_DIR, DataError, parse_named_path, resolve_path, run_script  # noqa: E402
 from corners.export import (  # noqa: E402
     DEFAULT_OPSET,
     GATE_IMAGES,
@@ -68,6 +68,101 @@ EXTRA_FORMATS = {"tflite": ("litert", ["litert_torch", "ai_edge_litert"], "pip i
 
 
 
+PRECISIONS = (("fp16", ""), ("fp32", "_fp32"))   # (precision, file suffix): the FP16 file and its FP32 twin
+
+
+def export_onnx_pair(args: argparse.Namespace, ckpt_path: str, out_dir: str, model, refiner, images) -> list[dict]:
+    """card_corners.onnx (FP16 detector) and card_corners_fp32.onnx (FP32 detector, for WebGPU
+    without shader-f16 and for WASM, where FP16 is slower), the refine stage (FP32: 0.1 M
+    parameters, and sub-pixel coordinates need FP32) appended to both. Both are gated before
+    either is moved into place, then timed in one interleaved run with the detector alone."""
+    files = []
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staged-") as stage:
+        # FP32 from Ultralytics (its graph, names and metadata), then our FP16 conversion.
+        exported = ultralytics_export(ckpt_path, "onnx", stage, "ultralytics", half=False, opset=args.opset,
+                                      simplify=False)
+        timed = []
+        for precision, suffix in PRECISIONS:
+            detector = onnx.load(exported)
+            detector = to_fp16(detector) if precision == "fp16" else detector
+            staged = os.path.join(stage, args.name + suffix + ".onnx")
+            if refiner is not None:
+                detector_only = os.path.join(stage, f"detector_only{suffix}.onnx")
+                onnx.save(detector, detector_only)
+                onnx.save(append_refiner(detector, refine_stage_onnx(refiner, args.opset)), staged)
+            else:
+                onnx.save(detector, staged)
+            gate = parity_gate(staged, model, images, refiner, precision)   # a GateError leaves nothing behind
+            logger.info("%s: passed the gate (max corner difference %.3f px over %d images), %.2f MB",
+                        os.path.basename(staged), gate.get("max_refined_corner_diff_px", gate["max_corner_diff_px"]),
+                        gate["images"], os.path.getsize(staged) / 1e6)
+            files.append({"file": os.path.basename(staged), "precision": precision, "opset": args.opset,
+                          "gate": gate})
+            timed += [staged] + ([detector_only] if refiner is not None else [])
+        # Interleaved in one run, so the refine stage's cost is measured against the detector alone.
+        latencies = iter(onnx_latencies(timed, args.latency_runs))
+        for info in files:
+            path = os.path.join(out_dir, info["file"])
+            os.replace(os.path.join(stage, info["file"]), path)
+            info.update(size_bytes=os.path.getsize(path), sha256=sha256(path),
+                        cpu_latency_ms=round(next(latencies), 1), latency_runs=args.latency_runs)
+            if refiner is not None:
+                info["detector_cpu_latency_ms"] = round(next(latencies), 1)
+    return files
+
+
+def _rounded(m: dict) -> dict:
+    return jsonable({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
+                     if k not in ("model", "data_path", "split")})
+
+
+def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval_note: str | None,
+                   extra: list[tuple[str, str]], baseline: str | None, notes: list[str]) -> None:
+    """The files' accuracy: each file's `corners` on the test split (and the detector alone for the
+    FP16 file); then every named split (--extra-eval) for the FP16 file refined and not, its FP32
+    twin, and the --baseline file, all in this one command."""
+    from evaluate_corners import evaluate_corner_model
+
+    for i, info in enumerate(meta["files"]):
+        path = os.path.join(out_dir, info["file"])
+        # The file's own outputs; with a refiner inside, the detector's output0 alone as well.
+        for key, refine in (("test_metrics", True), ("detector_test_metrics", False))[:2 if refined and i == 0 else 1]:
+            m, _ = evaluate_corner_model(path, eval_path, "test", quiet=True, refine=refine)
+            info[key] = _rounded(m) | {"dataset": eval_note or eval_path}
+            logger.info("%s (%s) on %s: %.2f %% within 5 px, %.2f %% within 10 px, mean %.2f px", info["file"],
+                        "refined" if refine else "detector alone", eval_path, m["pct_within_5px"],
+                        m["pct_within_10px"], m["mean_px"])
+    if not (extra or baseline):
+        return
+    meta["extra_eval"] = dict(extra)
+    meta["extra_eval_notes"] = dict(v.partition("=")[::2] for v in notes)
+    runs = [(os.path.join(out_dir, f["file"]), f, True) for f in meta["files"]]
+    if refined:
+        runs.insert(1, (os.path.join(out_dir, meta["files"][0]["file"]), meta["files"][0], False))
+    if baseline:
+        meta["baseline"] = {"file": os.path.basename(baseline), "sha256": sha256(baseline)}
+        runs.append((baseline, meta["baseline"], True))
+    splits = [("test", eval_path)] + extra
+    for path, info, refine in runs:
+        key = "extra_metrics" if refine else "detector_extra_metrics"
+        for name, data in splits:
+            if name == "test" and refine and "test_metrics" in info:     # scored above already
+                m = info["test_metrics"]
+            elif name == "test" and not refine and "detector_test_metrics" in info:
+                m = info["detector_test_metrics"]
+            else:
+                m = _rounded(evaluate_corner_model(path, data, "test", quiet=True, refine=refine)[0])
+            info.setdefault(key, {})[name] = {k: m.get(k) for k in EXTRA_KEYS if k in m}
+            logger.info("%s%s on %s: %.2f %% within 5 px", os.path.basename(path), "" if refine else " (detector)",
+                        name, m["pct_within_5px"])
+
+
+# What the model card's split table shows per file and split.
+EXTRA_KEYS = ("images", "corners", "missed_cards", "pct_within_5px", "pct_within_10px", "pct_within_20px",
+              "hidden_corners", "hidden_pct_within_5px", "hidden_pct_within_10px", "hidden_pct_within_20px",
+              "fallback_pct", "fallback_pct_hidden", "fallback_pct_visible")
+
+
 def main(args: argparse.Namespace) -> dict:
     ckpt_path, out_dir, data_path = resolve_path(args.checkpoint), resolve_path(args.output_dir), \
         resolve_path(args.data_path)
@@ -84,6 +179,10 @@ def main(args: argparse.Namespace) -> dict:
     if not args.no_refine and args.opset < MIN_REFINER_OPSET:
         raise DataError(f"--opset {args.opset}: the refiner needs GridSample, opset {MIN_REFINER_OPSET} or later "
                         "(or export the detector alone with --no-refine)")
+    extra = [parse_named_path(v, "--extra-eval") for v in args.extra_eval]
+    baseline = resolve_path(args.baseline) if args.baseline else None
+    if baseline and not os.path.isfile(baseline):
+        raise DataError(f"--baseline {baseline}: model file not found")
     model = load_pose_model(ckpt_path).model.float().eval()
     refiner_path = None if args.no_refine else resolve_path(args.refiner)
     refiner = load_refiner(refiner_path) if refiner_path else None
@@ -95,44 +194,10 @@ def main(args: argparse.Namespace) -> dict:
             "training": detector_summary(ckpt_path, args.training_note),
             "refiner": refiner_summary(refiner_path, args.refiner_note) if refiner_path else None, "files": []}
     if "onnx" in formats:
-        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staged-") as stage:
-            # FP32 from Ultralytics (its graph, names and metadata), then our FP16 conversion.
-            staged = ultralytics_export(ckpt_path, "onnx", stage, args.name, half=False, opset=args.opset,
-                                        simplify=False)
-            graph = to_fp16(onnx.load(staged))
-            timed = [staged]
-            if refiner is not None:   # FP32: 0.1 M parameters, and sub-pixel coordinates need FP32
-                detector_only = os.path.join(stage, "detector_only.onnx")
-                onnx.save(graph, detector_only)
-                timed.append(detector_only)
-                graph = append_refiner(graph, refine_stage_onnx(refiner, args.opset))
-            onnx.save(graph, staged)
-            gate = parity_gate(staged, model, images, refiner)   # a GateError leaves nothing behind
-            # Interleaved in one run, so the refiner's cost is measured against the detector alone.
-            latencies = onnx_latencies(timed, args.latency_runs)
-            path = os.path.join(out_dir, args.name + ".onnx")
-            os.replace(staged, path)
-        logger.info("%s: passed the gate (max corner difference %.3f px over %d images), %.2f MB",
-                    os.path.basename(path), gate.get("max_refined_corner_diff_px", gate["max_corner_diff_px"]),
-                    gate["images"], os.path.getsize(path) / 1e6)
-        info = {"file": os.path.basename(path), "precision": "fp16", "opset": args.opset, "gate": gate,
-                "size_bytes": os.path.getsize(path), "sha256": sha256(path),
-                "cpu_latency_ms": round(latencies[0], 1), "latency_runs": args.latency_runs}
-        if refiner is not None:
-            info["detector_cpu_latency_ms"] = round(latencies[1], 1)
+        meta["files"] = export_onnx_pair(args, ckpt_path, out_dir, model, refiner, images)
         if not args.skip_eval:
-            from evaluate_corners import evaluate_corner_model
-            eval_path = resolve_path(args.eval_data_path or args.data_path)
-            # The file's own outputs; with a refiner inside, the detector's output0 alone as well.
-            for key, refine in (("test_metrics", True), ("detector_test_metrics", False))[:2 if refiner else 1]:
-                m, _ = evaluate_corner_model(path, eval_path, "test", quiet=True, refine=refine)
-                info[key] = jsonable({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
-                                      if k not in ("model", "data_path", "split")}) | {
-                    "dataset": args.eval_dataset_note or eval_path}
-                logger.info("%s (%s) on %s: %.2f %% within 5 px, %.2f %% within 10 px, mean %.2f px", info["file"],
-                            "refined" if refine else "detector alone", eval_path, m["pct_within_5px"],
-                            m["pct_within_10px"], m["mean_px"])
-        meta["files"].append(info)
+            evaluate_files(meta, out_dir, refiner is not None, resolve_path(args.eval_data_path or args.data_path),
+                           args.eval_dataset_note, extra, baseline, args.extra_eval_note)
         with open(os.path.join(out_dir, args.name + ".json"), "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")
@@ -160,6 +225,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--eval-dataset-note", default=None, help="how that dataset was made, for the model card")
     p.add_argument("--training-note", default=None, help="how the checkpoint was trained, for the model card")
     p.add_argument("--refiner-note", default=None, help="how the refiner was trained, for the model card")
+    p.add_argument("--extra-eval", action="append", default=[], metavar="NAME=DIR",
+                   help="another dataset whose test split the model card reports (repeatable), e.g. hard=/tmp/hard")
+    p.add_argument("--extra-eval-note", action="append", default=[], metavar="NAME=TEXT",
+                   help="how that split was made, for the model card")
+    p.add_argument("--baseline", default=None, help="an earlier card_corners .onnx scored on the same splits in the "
+                   "same command")
     p.add_argument("--gate-images", type=int, default=GATE_IMAGES)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)

@@ -47,30 +47,79 @@ from common import (
     select_device,
     write_csv,
 )
-from corners.data import corner_samples, in_frame
+from corners.data import corner_samples
 from corners.predict import load_checked
-from corners.refine import CROP_PX, CornerRefiner, extract_crops, load_refiner, rotations
+from corners.refine import (
+    CROP_PX,
+    OUTSIDE_MARGIN_PX,
+    VISIBLE_THRESHOLD,
+    CornerRefiner,
+    crop_offsets,
+    extract_crops,
+    load_refiner,
+    rotations,
+)
+from dataset import find_samples, read_mask
+from synthetic_v2 import SKIN_TONES
 
 logger = logging.getLogger(__name__)
 
 MAX_JITTER_PX = CROP_PX / 2 - 6    # the corner stays inside the crop with a margin
 UNIFORM_JITTER_SHARE = 0.2
+# Edge crops: one point per side and image, anywhere between 10 % and 90 % of the side. Their frame
+# turns up to a few degrees off the true side: in the graph it comes from refined corners.
+EDGE_T_RANGE = (0.1, 0.9)
+EDGE_ANGLE_JITTER_DEG = 4.0
+# A corner (edge point) is in sight when the mask is card this far inside the card from it: a
+# finger over it is not card in the mask. Works on any dataset with masks, the users' included.
+# A corner is probed along its bisector past the card's rounded corner (3 mm radius: the arc is
+# 0.41 x radius, up to 8 px in, from the geometric corner of a card that fills the frame).
+PROBE_PX, CORNER_PROBE_PX = 3.0, 10.0
+VISIBILITY_LOSS_WEIGHT = 0.5
+# Drawn on training crops: a finger over the target (it becomes hidden) or beside it (it stays in
+# sight, so the network learns to ignore the finger's outline), another card's edge, glare, a
+# sleeve's bright edge. Shares of crops; the datasets' own hands come on top.
+FINGER_OVER, FINGER_BESIDE, OTHER_CARD, GLARE, SLEEVE = 0.15, 0.1, 0.05, 0.05, 0.05
 CSV_FIELDS = ["epoch", "lr", "train_loss", "val_jitter_mean_px", "val_mean_px", "val_median_px",
-              "val_within_1px", "val_within_2px", "val_within_5px", "epoch_s"]
+              "val_within_1px", "val_within_2px", "val_within_5px", "val_hidden_mean_px", "val_hidden_within_5px",
+              "val_edge_mean_px", "val_visibility_acc", "epoch_s"]
 VAL_EPOCH = -1                     # the jitter stream of the validation split, the same every epoch
 # What a resumed run keeps from its start (the rest, e.g. --workers or --device, may change).
 RUN_OPTIONS = ("data_path", "val_split", "epochs", "batch_size", "lr", "weight_decay", "jitter_px", "seed")
+CORNER, EDGE = 0, 1
 
 
-class CornerCrops(Dataset):
-    """Item i: the 4 corner crops of image i (4, 3, 64, 64) float 0..1, the corner's offset from
-    each crop centre in crop pixels (4, 2), and which corners lie in the frame (4,) bool."""
+def _jitter(rng: np.random.Generator, n: int, jitter_px: float) -> np.ndarray:
+    """(n, 2) px: Gaussian, a share spread uniformly to the crop's reach (the detector's tail)."""
+    jitter = rng.normal(0.0, jitter_px, (n, 2))
+    wide = rng.random(n) < UNIFORM_JITTER_SHARE
+    jitter[wide] = rng.uniform(-MAX_JITTER_PX, MAX_JITTER_PX, (int(wide.sum()), 2))
+    return np.clip(jitter, -MAX_JITTER_PX, MAX_JITTER_PX)
+
+
+def _in_sight(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """mask (H, W) bool card, pts (n, 2) continuous px -> (n,) bool: card pixel there."""
+    h, w = mask.shape
+    ij = np.floor(pts).astype(np.int64)
+    inside = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
+    out = np.zeros(len(pts), bool)
+    out[inside] = mask[ij[inside, 1], ij[inside, 0]]
+    return out
+
+
+class RefinerCrops(Dataset):
+    """Item i: image i's 4 corner crops then 4 edge crops (8, 3, 64, 64) float 0..1; the target
+    offset from each crop centre in crop pixels (8, 2); which target coordinates count (8, 2) (an
+    edge crop's x is free along the edge); whether the corner or edge point is in sight (8,) float;
+    and which crops to use (8,) bool (corners far outside the frame are not refined, so not trained)."""
 
     def __init__(self, data_path: str, split: str, jitter_px: float, augment: bool, seed: int):
         samples = [(p, c) for p, c in corner_samples(data_path, split) if c is not None]
         if not samples:
             raise DataError(f"{data_path}: the {split} split has no annotated corners to train the refiner on")
         self.paths = [p for p, _ in samples]
+        masks = dict(find_samples(data_path, split))                             # image path -> mask path
+        self.masks = [masks[p] for p in self.paths]
         self.corners = np.stack([c for _, c in samples]).astype(np.float32)     # (N, 4, 2) pixel-centre
         self.jitter_px, self.augment, self.seed = jitter_px, augment, seed
         self.epoch = 0
@@ -82,25 +131,119 @@ class CornerCrops(Dataset):
     def __getitem__(self, i: int):
         # One stream per (seed, epoch, image): reproducible whatever the worker count.
         rng = np.random.default_rng([self.seed, self.epoch + 1, i])
-        jitter = rng.normal(0.0, self.jitter_px, (4, 2))
-        wide = rng.random(4) < UNIFORM_JITTER_SHARE
-        jitter[wide] = rng.uniform(-MAX_JITTER_PX, MAX_JITTER_PX, (int(wide.sum()), 2))
-        jitter = torch.from_numpy(np.clip(jitter, -MAX_JITTER_PX, MAX_JITTER_PX).astype(np.float32))
-        truth = torch.from_numpy(self.corners[i]) + 0.5                         # continuous px
+        quad = self.corners[i].astype(np.float64) + 0.5                          # (4, 2) continuous px
         image = torch.from_numpy(load_checked(self.paths[i])).permute(2, 0, 1).float().div_(255)
-        crops = extract_crops(image[None], (truth - jitter)[None], self.rot)   # (4, 3, 64, 64)
-        # truth = centre + jitter in the image, so the target is R_k^T @ jitter in the crop.
-        target = (self.rot.transpose(-1, -2) @ jitter[..., None])[..., 0]
+        mask = read_mask(self.masks[i]) > 0
+        h, w = mask.shape
+        # Corners: centre = truth - jitter, so the target is R_k^T @ jitter in the crop.
+        jitter = _jitter(rng, 4, self.jitter_px)
+        rot_c = self.rot.double().numpy()
+        target_c = np.einsum("kji,kj->ki", rot_c, jitter)
+        unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-9)   # noqa: E731
+        probe_c = quad + CORNER_PROBE_PX * unit(unit(quad[[1, 2, 3, 0]] - quad) + unit(quad[[3, 0, 1, 2]] - quad))
+        margin = OUTSIDE_MARGIN_PX
+        use_c = ((quad[:, 0] >= -margin) & (quad[:, 0] <= w + margin) & (quad[:, 1] >= -margin)
+                 & (quad[:, 1] <= h + margin))
+        # Edges: a point on each true side, a crop frame turned a little off it and moved across it.
+        a, b = quad, quad[[1, 2, 3, 0]]
+        t = rng.uniform(*EDGE_T_RANGE, 4)[:, None]
+        p = a + t * (b - a)
+        u = (b - a) / np.linalg.norm(b - a, axis=-1, keepdims=True).clip(1e-9)
+        v = np.stack([-u[:, 1], u[:, 0]], -1)                                    # into the card
+        ang = np.radians(rng.normal(0.0, EDGE_ANGLE_JITTER_DEG, 4))
+        cos, sin = np.cos(ang), np.sin(ang)
+        cu = np.stack([u[:, 0] * cos - u[:, 1] * sin, u[:, 0] * sin + u[:, 1] * cos], -1)
+        cv = np.stack([-cu[:, 1], cu[:, 0]], -1)
+        shift = _jitter(rng, 4, self.jitter_px)
+        centre_e = p - shift[:, 1:2] * cv + shift[:, 0:1] * 0.5 * cu
+        # Where the true side crosses the crop's vertical axis: centre + s * cv on the line (p, u).
+        cross = lambda x, y: x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0]               # noqa: E731
+        s_cross = cross(p - centre_e, u) / cross(cv, u)
+        target_e = np.stack([np.zeros(4), s_cross], -1)
+        rot_e = np.stack([cu, cv], -1)                                           # columns: crop x, crop y
+        centres = np.concatenate([quad - jitter, centre_e])
+        rot = torch.from_numpy(np.concatenate([rot_c, rot_e])).float()
+        crops = extract_crops(image[None], torch.from_numpy(centres).float()[None], rot)   # (8, 3, 64, 64)
+        target = np.concatenate([target_c, target_e]).astype(np.float32)
+        weight = np.concatenate([np.ones((4, 2)), np.tile([[0.0, 1.0]], (4, 1))]).astype(np.float32)
+        weight[np.abs(target).max(1) > CROP_PX / 2 - 2] = 0.0      # the target is not in the crop
+        visible = np.concatenate([_in_sight(mask, probe_c), _in_sight(mask, p + PROBE_PX * v)]).astype(np.float32)
+        kind = np.array([CORNER] * 4 + [EDGE] * 4)
+        crops, target = torch.from_numpy(crops.numpy()), torch.from_numpy(target)
+        visible = torch.from_numpy(visible)
         if self.augment:
-            crops, target = photometric_and_mirror(crops, target, rng)
-        return crops, target, torch.from_numpy(in_frame(self.corners[i]))
+            crops, visible = occlude(crops, target, visible, rng)
+            crops, target = photometric_and_mirror(crops, target, rng, kind)
+        use = np.concatenate([use_c, np.ones(4, bool)])
+        return crops, target, torch.from_numpy(weight), visible, torch.from_numpy(use)
 
 
-def photometric_and_mirror(crops: torch.Tensor, target: torch.Tensor, rng: np.random.Generator):
-    """Per crop: gain 0.6-1.4, per-channel offset +-0.08, Gaussian noise up to 0.04, a blur
-    (sigma 0.5-1.5 px) on a third of them, and a mirror about the main diagonal on half (x <-> y:
-    the card still extends to +x and +y, the target swaps its coordinates)."""
+def occlude(crops: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, rng: np.random.Generator):
+    """Occluders drawn on crops (n, 3, 64, 64) around each crop's target point (n, 2): a finger over
+    it (then hidden: visible 0) or beside it, another card's straight edge, a glare band, a
+    sleeve's bright edge. Fingers are capsules with cylinder shading in the generator's skin tones."""
     n = len(crops)
+    out, visible = crops.clone(), visible.clone()
+    g = crop_offsets().view(CROP_PX, CROP_PX, 2).numpy()                         # (64, 64, 2) x, y
+    for j in range(n):
+        tx, ty = target[j].tolist()
+        r = rng.random()
+        if r < FINGER_OVER + FINGER_BESIDE:
+            radius = rng.uniform(7, 24)
+            theta = rng.uniform(0, 2 * np.pi)
+            axis = np.array([np.cos(theta), np.sin(theta)])                      # from the tip out of the crop
+            across = np.array([-axis[1], axis[0]])
+            if r < FINGER_OVER:   # the target under the finger, away from its rim
+                tip = (np.array([tx, ty]) - axis * rng.uniform(-0.5 * radius, 30)
+                       + across * rng.uniform(-0.5, 0.5) * radius)
+            else:                 # beside it: the rim 2-14 px from the target
+                tip = (np.array([tx, ty]) - axis * rng.uniform(-10, 30)
+                       + across * (radius + rng.uniform(2, 14)) * rng.choice([-1, 1]))
+            d = _segment_distance(g, tip, tip + axis * 120)
+            shade = np.sqrt(np.clip(1 - (d / radius) ** 2, 0, 1))
+            alpha = np.clip(radius - d + 0.5, 0, 1)
+            skin = np.asarray(SKIN_TONES[rng.integers(len(SKIN_TONES))], np.float64) / 255 * rng.uniform(0.6, 1.1)
+            colour = skin[:, None, None] * (0.45 + 0.55 * shade)[None]
+            a = torch.from_numpy(alpha[None].astype(np.float32))
+            out[j] = out[j] * (1 - a) + torch.from_numpy(colour.astype(np.float32)) * a
+            if _segment_distance(np.array([[tx, ty]]), tip, tip + axis * 120)[0] < radius:
+                visible[j] = 0.0
+        elif r < FINGER_OVER + FINGER_BESIDE + OTHER_CARD:
+            # A straight edge 4-25 px from the target, everything beyond it another flat surface.
+            normal = rng.normal(size=2)
+            normal /= np.linalg.norm(normal)
+            dist = rng.uniform(4, 25)
+            side = (g - np.array([tx, ty])) @ normal - dist                       # > 0 beyond the edge
+            a = torch.from_numpy(np.clip(side + 0.5, 0, 1)[None].astype(np.float32))
+            colour = torch.from_numpy(rng.uniform(0, 1, (3, 1, 1)).astype(np.float32))
+            out[j] = out[j] * (1 - a) + colour * a
+        elif r < FINGER_OVER + FINGER_BESIDE + OTHER_CARD + GLARE + SLEEVE:
+            normal = rng.normal(size=2)
+            normal /= np.linalg.norm(normal)
+            offset = (g - np.array([tx, ty]) - rng.uniform(-20, 20, 2)) @ normal
+            if r < FINGER_OVER + FINGER_BESIDE + OTHER_CARD + GLARE:      # a soft glare band
+                band = np.exp(-0.5 * (offset / rng.uniform(3, 12)) ** 2) * rng.uniform(0.3, 0.8)
+            else:                                                          # a sleeve's thin bright edge
+                band = np.exp(-0.5 * (offset / rng.uniform(0.6, 1.5)) ** 2) * rng.uniform(0.3, 0.6)
+            out[j] = out[j] + torch.from_numpy(band[None].astype(np.float32))
+    return out.clamp_(0, 1), visible
+
+
+def _segment_distance(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., 2) points -> (...) distance to the segment a-b."""
+    ab = b - a
+    t = np.clip(((pts - a) @ ab) / float(ab @ ab), 0, 1)
+    return np.linalg.norm(pts - (a + t[..., None] * ab), axis=-1)
+
+
+def photometric_and_mirror(crops: torch.Tensor, target: torch.Tensor, rng: np.random.Generator,
+                           kind: np.ndarray | None = None):
+    """Per crop: gain 0.6-1.4, per-channel offset +-0.08, Gaussian noise up to 0.04, a blur
+    (sigma 0.5-1.5 px) on a third of them, and a mirror on half: a corner crop about its main
+    diagonal (x <-> y: the card still extends to +x and +y, the target swaps its coordinates), an
+    edge crop left-right (the edge stays horizontal with the card below; x changes sign)."""
+    n = len(crops)
+    kind = np.full(n, CORNER) if kind is None else kind
     gain = torch.from_numpy(rng.uniform(0.6, 1.4, (n, 1, 1, 1)).astype(np.float32))
     offset = torch.from_numpy(rng.uniform(-0.08, 0.08, (n, 3, 1, 1)).astype(np.float32))
     out = crops * gain + offset
@@ -114,9 +257,13 @@ def photometric_and_mirror(crops: torch.Tensor, target: torch.Tensor, rng: np.ra
         out[j] = F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1).contiguous(), groups=3)[0]
     noise = torch.from_numpy(rng.uniform(0, 0.04, (n, 1, 1, 1)).astype(np.float32))
     out = out + noise * torch.from_numpy(rng.standard_normal(out.shape).astype(np.float32))
-    mirror = torch.from_numpy(rng.random(n) < 0.5)
-    out = torch.where(mirror[:, None, None, None], out.transpose(-1, -2), out)
-    target = torch.where(mirror[:, None], target.flip(-1), target)
+    mirror = rng.random(n) < 0.5
+    diag = torch.from_numpy(mirror & (kind == CORNER))
+    side = torch.from_numpy(mirror & (kind == EDGE))
+    out = torch.where(diag[:, None, None, None], out.transpose(-1, -2), out)
+    out = torch.where(side[:, None, None, None], out.flip(-1), out)
+    target = torch.where(diag[:, None], target.flip(-1), target)
+    target = torch.where(side[:, None], target * torch.tensor([-1.0, 1.0]), target)
     return out.clamp_(0, 1), target
 
 
@@ -124,7 +271,7 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)   # crops are cheap; workers must not fight the training threads
 
 
-def make_loader(dataset: CornerCrops, batch_size: int, workers: int, shuffle: bool, epoch: int, seed: int,
+def make_loader(dataset: RefinerCrops, batch_size: int, workers: int, shuffle: bool, epoch: int, seed: int,
                 pin: bool) -> DataLoader:
     dataset.epoch = epoch
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, pin_memory=pin,
@@ -134,27 +281,57 @@ def make_loader(dataset: CornerCrops, batch_size: int, workers: int, shuffle: bo
 
 
 def flatten(batch, device):
-    """(B, 4, ...) -> (B * 4, ...) for crops and targets, keeping only corners in the frame."""
-    crops, target, valid = batch
-    valid = valid.reshape(-1)
-    return (crops.reshape(-1, 3, CROP_PX, CROP_PX)[valid].to(device, non_blocking=True),
-            target.reshape(-1, 2)[valid].to(device, non_blocking=True))
+    """(B, 8, ...) -> (B * 8, ...) crops, targets, target weights, visibility and kind (0 corner,
+    1 edge), keeping the crops in use."""
+    crops, target, weight, visible, use = batch
+    use = use.reshape(-1)
+    kind = torch.tensor([CORNER] * 4 + [EDGE] * 4).repeat(len(batch[0]))[use]
+    return (crops.reshape(-1, 3, CROP_PX, CROP_PX)[use].to(device, non_blocking=True),
+            target.reshape(-1, 2)[use].to(device, non_blocking=True),
+            weight.reshape(-1, 2)[use].to(device, non_blocking=True),
+            visible.reshape(-1)[use].to(device, non_blocking=True), kind)
+
+
+def refiner_loss(pred: torch.Tensor, logit: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                 visible: torch.Tensor) -> torch.Tensor:
+    """Smooth L1 in crop pixels (L2 below 1 px for sub-pixel precision, L1 above so far jitters do
+    not dominate) on the coordinates that count, hidden corners included (their true geometric
+    place), plus the visibility's binary cross-entropy."""
+    offset = F.smooth_l1_loss(pred.float(), target, beta=1.0, reduction="none") * weight
+    offset = offset.sum() / weight.sum().clamp(min=1)
+    return offset + VISIBILITY_LOSS_WEIGHT * F.binary_cross_entropy_with_logits(logit.float(), visible)
 
 
 @torch.no_grad()
 def evaluate(model: CornerRefiner, loader: DataLoader, device: str, amp: bool) -> dict:
+    """Corner errors on corners in sight (the headline, as before) and on hidden ones, the edge
+    crops' error across the edge, and the visibility head's accuracy at VISIBLE_THRESHOLD."""
     model.eval()
-    errors, jitters = [], []
+    rows = {"err": [], "jit": [], "vis": [], "kind": [], "ok": [], "edge": []}
     for batch in loader:
-        crops, target = flatten(batch, device)
+        crops, target, weight, visible, kind = flatten(batch, device)
         with torch.autocast(torch.device(device).type, torch.float16, enabled=amp):
-            pred = model(crops)
-        errors.append(torch.linalg.norm(pred.float() - target, dim=-1).cpu())
-        jitters.append(torch.linalg.norm(target, dim=-1).cpu())
-    err, jit = torch.cat(errors).numpy(), torch.cat(jitters).numpy()
-    return {"val_jitter_mean_px": float(jit.mean()), "val_mean_px": float(err.mean()),
+            pred, logit = model(crops)
+        counted = weight.sum(-1).cpu() > 0
+        rows["err"].append(torch.linalg.norm(pred.float() - target, dim=-1).cpu())
+        rows["edge"].append((pred.float()[:, 1] - target[:, 1]).abs().cpu())
+        rows["jit"].append(torch.linalg.norm(target, dim=-1).cpu())
+        rows["vis"].append(visible.cpu())
+        rows["kind"].append(kind)
+        rows["ok"].append((logit.float().sigmoid() >= VISIBLE_THRESHOLD).float().cpu() == visible.cpu())
+        rows.setdefault("counted", []).append(counted)
+    r = {k: torch.cat(v).numpy() for k, v in rows.items()}
+    corner, edge = (r["kind"] == CORNER) & r["counted"], (r["kind"] == EDGE) & r["counted"]
+    seen, hidden = corner & (r["vis"] > 0.5), corner & (r["vis"] < 0.5)
+    err = r["err"][seen]
+    nan = float("nan")
+    return {"val_jitter_mean_px": float(r["jit"][seen].mean()), "val_mean_px": float(err.mean()),
             "val_median_px": float(np.median(err)),
-            **{f"val_within_{t}px": float((err <= t).mean() * 100) for t in (1, 2, 5)}}
+            **{f"val_within_{t}px": float((err <= t).mean() * 100) for t in (1, 2, 5)},
+            "val_hidden_mean_px": float(r["err"][hidden].mean()) if hidden.any() else nan,
+            "val_hidden_within_5px": float((r["err"][hidden] <= 5).mean() * 100) if hidden.any() else nan,
+            "val_edge_mean_px": float(r["edge"][edge].mean()) if edge.any() else nan,
+            "val_visibility_acc": float(r["ok"].mean() * 100)}
 
 
 def write_metrics(output_dir: str, history: list[dict], writer) -> None:
@@ -207,11 +384,12 @@ def main(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     os.makedirs(output_dir, exist_ok=True)
 
-    train_set = CornerCrops(data_path, "train", args.jitter_px, augment=True, seed=args.seed)
-    val_set = CornerCrops(data_path, args.val_split, args.jitter_px, augment=False, seed=args.seed)
+    train_set = RefinerCrops(data_path, "train", args.jitter_px, augment=True, seed=args.seed)
+    val_set = RefinerCrops(data_path, args.val_split, args.jitter_px, augment=False, seed=args.seed)
     model = CornerRefiner()
     if args.weights:   # fine-tuning (e.g. the committed refiner on your own data): weights only
-        model.load_state_dict(load_refiner(resolve_path(args.weights)).state_dict())
+        model.load_state_dict(load_refiner(resolve_path(args.weights), allow_missing_visibility=True).state_dict(),
+                              strict=False)
         logger.info("initialised the refiner from %s", args.weights)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -231,20 +409,18 @@ def main(args: argparse.Namespace) -> dict:
     writer = open_tensorboard(output_dir)
     pin = device.startswith("cuda")
     val_loader = make_loader(val_set, args.batch_size, args.workers, False, VAL_EPOCH, args.seed, pin)
-    logger.info("%d training and %d validation images, 4 crops each; %d epochs on %s", len(train_set), len(val_set),
-                args.epochs, device)
+    logger.info("%d training and %d validation images, 8 crops each (4 corners, 4 edge points); %d epochs on %s",
+                len(train_set), len(val_set), args.epochs, device)
     for epoch in range(start, args.epochs):
         t0 = time.time()
         model.train()
         total, n = 0.0, 0
         loader = make_loader(train_set, args.batch_size, args.workers, True, epoch, args.seed, pin)
         for batch in tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=args.quiet, leave=False):
-            crops, target = flatten(batch, device)
+            crops, target, weight, visible, _ = flatten(batch, device)
             with torch.autocast(torch.device(device).type, torch.float16, enabled=amp):
-                pred = model(crops)
-            # Smooth L1 in crop pixels: L2 below 1 px (sub-pixel precision), L1 above (the far
-            # jitters do not dominate).
-            loss = F.smooth_l1_loss(pred.float(), target, beta=1.0)
+                pred, logit = model(crops)
+            loss = refiner_loss(pred, logit, target, weight, visible)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from common import CORNERS_FILE, IMAGE_HEIGHT, IMAGE_WIDTH, REPO_ROOT, SPLITS, DataError
+from common import CORNERS_FILE, IMAGE_HEIGHT, IMAGE_WIDTH, REPO_ROOT, SPLITS, VISIBILITY_FILE, DataError
 from dataset import GENERATE_HINT, IMAGE_EXTS
 from synthetic import corner_order, order_corners
 
@@ -134,6 +134,31 @@ def corner_samples(root: str, split: str, annotations: dict | None = None) -> li
                         + (f" (and {len(missing) - 1} more entries)" if len(missing) > 1 else ""))
     img_dir = os.path.join(root, split, "images")
     return [(os.path.join(img_dir, n), canonical_order(entries[n]) if n in entries else None) for n in names]
+
+
+HIDDEN_STATE = 1   # corner_visibility.json: 0 outside the frame, 1 inside but hidden, 2 visible
+
+
+def corner_states(root: str, split: str, samples: list[tuple[str, np.ndarray | None]]) -> np.ndarray | None:
+    """(M, 4) int corner states from the generator's corner_visibility.json, in the canonical corner
+    order of `samples` (corner_samples(root, split)); -1 for an image without a card or without an
+    entry. None when the dataset has no such file (users' data: the states are the generator's)."""
+    path = os.path.join(root, VISIBILITY_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)[split]
+        raw = load_corner_annotations(os.path.join(root, CORNERS_FILE))[split]
+        out = np.full((len(samples), NUM_CORNERS), -1, np.int64)
+        for i, (p, c) in enumerate(samples):
+            name = os.path.basename(p)
+            if c is not None and name in entries and name in raw:
+                out[i] = np.asarray(entries[name], np.int64)[canonical_permutation(raw[name])]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise DataError(f"{path}: not a corner_visibility.json with 4 states per {split} image "
+                        f"({type(e).__name__}: {e})") from None
+    return out
 
 
 def label_line(corners: np.ndarray, width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGHT) -> str | None:

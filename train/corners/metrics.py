@@ -22,10 +22,11 @@ import math
 import numpy as np
 import torch
 
+from common import NO_CARD_SCORE
 from corners.data import CORNER_NAMES, NUM_CORNERS
 
 THRESHOLDS_PX = (5, 10, 20)
-DEFAULT_CONF = 0.25
+DEFAULT_CONF = NO_CARD_SCORE
 # Early stopping and the LR plateau watch the mean corner error with every error capped here and
 # a missed card counted as the cap: one lost image cannot swamp the mean, and it still counts.
 ERROR_CAP_PX = 50.0

@@ -18,7 +18,7 @@ import torch
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
 from corners.data import NUM_CORNERS, in_frame
 from corners.metrics import DEFAULT_CONF, corner_errors, decode_tensor, summarize
-from corners.refine import CornerRefiner, refine_corners
+from corners.refine import CornerRefiner, finish_corners
 from dataset import read_image
 from onnx_utils import ort_session
 
@@ -28,9 +28,13 @@ logger = logging.getLogger(__name__)
 # and the decoded, refined corners (continuous px) with the card's confidence.
 INPUT_NAME = "images"
 RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT = "output0", "corners", "score"
+# Diagnostics of the refine stage (corners/refine.finish_corners): per corner, the probability that
+# it is in sight, and 1 where its sides' meeting point replaced it.
+VISIBILITY_OUTPUT, FALLBACK_OUTPUT = "visibility", "fallback"
 
 # (B, 640, 480, 3) uint8 RGB -> corners (B, K, 2) in pixel-centre coordinates, card confidence (B,);
-# the function's `refined` attribute says whether the corners went through the refiner.
+# the function's `refined` attribute says whether the corners went through the refiner, and after a
+# refined call its `last_fallback` attribute holds (B, K) 1 where a hidden corner was placed by its sides.
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -51,7 +55,8 @@ def torch_runner(model: torch.nn.Module, refiner: CornerRefiner | None = None) -
         out = out[0] if isinstance(out, (tuple, list)) else out
         corners, score = decode_tensor(out.double())
         if refiner is not None:
-            corners = refine_corners(refiner, x, corners)
+            corners, score, _, fallback = finish_corners(refiner, x, corners, score)
+            run.last_fallback = fallback.cpu().numpy()
         return corners.cpu().numpy() - 0.5, score.cpu().numpy()      # continuous -> pixel-centre
     run.refined = refiner is not None
     return run
@@ -78,18 +83,22 @@ def onnx_runner(path: str, threads: int = 0, refine: bool = True) -> Runner:
     if refine and not refined:
         logger.warning("%s has no %r output (exported with --no-refine): scoring the detector's %r alone", path,
                        REFINED_OUTPUT, RAW_OUTPUT)
-    fetch = [REFINED_OUTPUT, SCORE_OUTPUT] if refined else [RAW_OUTPUT]
+    has_fallback = refined and FALLBACK_OUTPUT in {o.name for o in sess.get_outputs()}
+    fetch = ([REFINED_OUTPUT, SCORE_OUTPUT] + ([FALLBACK_OUTPUT] if has_fallback else [])) if refined else [RAW_OUTPUT]
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        corners, scores = [], []
+        corners, scores, fallbacks = [], [], []
         for i in range(len(images)):     # batch 1 is what the exported graph declares
             outs = sess.run(fetch, {name: to_input(images[i:i + 1])})
             if refined:
                 c, s = torch.from_numpy(outs[0].astype(np.float64)), torch.from_numpy(outs[1].astype(np.float64))
+                fallbacks.append(outs[2] if has_fallback else np.zeros((1, c.shape[1]), np.float32))
             else:
                 c, s = decode_tensor(torch.from_numpy(outs[0].astype(np.float64)))
             corners.append(c.numpy() - 0.5)
             scores.append(s.numpy())
+        if refined:
+            run.last_fallback = np.concatenate(fallbacks)
         return np.concatenate(corners), np.concatenate(scores)
     run.refined = refined
     return run
@@ -121,9 +130,9 @@ def iter_batches(paths: list[str], batch_size: int, ahead: int = 3) -> Iterator[
 def predict_split(runner: Runner, samples: list[tuple[str, np.ndarray | None]], batch_size: int = 16,
                   conf: float = DEFAULT_CONF, progress: Callable | None = None) -> dict:
     """Runs the model over samples [(path, corners or None)] and returns the raw per-image results:
-    pred (M, K, 2), score (M,), found (M,), truth (M, K, 2) NaN for negatives, positive (M,)."""
+    pred (M, K, 2), score (M,), found (M,), truth (M, K, 2) NaN for negatives, positive (M,), fallback."""
     paths = [p for p, _ in samples]
-    preds, scores, founds = [], [], []
+    preds, scores, founds, fallbacks = [], [], [], []
     batches = iter_batches(paths, batch_size)
     if progress is not None:
         batches = progress(batches, total=(len(paths) + batch_size - 1) // batch_size)
@@ -132,9 +141,13 @@ def predict_split(runner: Runner, samples: list[tuple[str, np.ndarray | None]], 
         preds.append(kpts)
         scores.append(score)
         founds.append(score >= conf)
+        if getattr(runner, "last_fallback", None) is not None:
+            fallbacks.append(runner.last_fallback)
     truth = np.stack([c if c is not None else np.full((NUM_CORNERS, 2), np.nan) for _, c in samples])
     return {"paths": paths, "pred": np.concatenate(preds), "score": np.concatenate(scores),
-            "found": np.concatenate(founds), "truth": truth, "positive": np.array([c is not None for _, c in samples])}
+            "found": np.concatenate(founds), "truth": truth, "positive": np.array([c is not None for _, c in samples]),
+            # (M, K) 1 where a hidden corner was placed where its sides meet; None without the stage
+            "fallback": np.concatenate(fallbacks) if fallbacks and len(fallbacks) == len(preds) else None}
 
 
 def score_predictions(raw: dict) -> dict:

@@ -1,0 +1,48 @@
+"""mix_datasets.py: linked mixes keep images, masks, corners and corner states together."""
+
+import json
+import os
+
+import pytest
+from conftest import make_dataset
+
+from common import DataError
+
+
+def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
+    import mix_datasets
+    from corners.data import corner_samples, corner_states
+    from dataset import find_samples
+
+    make_dataset(tmp_path / "a", 6, 3, seed=1, preset="v1")
+    make_dataset(tmp_path / "b", 5, 4, seed=2, preset="hard")
+    out = tmp_path / "mix"
+    result = mix_datasets.main(mix_datasets.get_args_parser().parse_args(
+        [str(out), f"a={tmp_path / 'a'}:4:2", f"b={tmp_path / 'b'}"]))
+    assert result["counts"] == {"a/train": 4, "a/test": 2, "b/train": 5, "b/test": 4}
+    train = find_samples(str(out), "train")
+    assert len(train) == 9 and all(os.path.islink(p) and os.path.islink(m) for p, m in train)
+    assert os.path.basename(train[0][0]) == "a_" + os.path.basename(find_samples(str(tmp_path / "a"), "train")[0][0])
+    # Corners follow their images under the new names; corner states where the source had them.
+    with open(tmp_path / "b" / "corner_annotations.json") as f:
+        b_corners = json.load(f)
+    with open(out / "corner_annotations.json") as f:
+        mixed = json.load(f)
+    for name, pts in b_corners["test"].items():
+        assert mixed["test"]["b_" + name] == pts
+    samples = corner_samples(str(out), "test")
+    states = corner_states(str(out), "test", samples)
+    assert len(samples) == 6 and states.shape == (6, 4)
+    with pytest.raises(DataError, match="not an empty folder"):
+        mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(out), f"a={tmp_path / 'a'}"]))
+
+
+@pytest.mark.parametrize("source, message", [("nodir", "expected NAME=DIR"), ("a={missing}", "is not a folder"),
+                                             ("a={data}:x", "whole numbers"), ("a b={data}", "plain NAME")])
+def test_mix_refuses_bad_sources(tmp_path, source, message):
+    import mix_datasets
+
+    make_dataset(tmp_path / "d", 1, 1, seed=3, preset="v1")
+    source = source.format(missing=tmp_path / "nope", data=tmp_path / "d")
+    with pytest.raises(DataError, match=message):
+        mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(tmp_path / "out"), source]))
