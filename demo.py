@@ -1,11 +1,12 @@
-"""Serve the cardscan web app and the segmentation model.
+"""Serve the cardscan web app and its models (card segmentation and card corners).
 
     python demo.py                         # http://0.0.0.0:7860 (or $PORT)
     python demo.py --host 127.0.0.1 --port 8000
 
 Routes: /              the app (demo/index.html, /js, /css, /assets)
         /ort/...       onnxruntime-web 1.22.0 from demo/node_modules (npm ci --prefix demo)
-        /models/X.onnx train/exported_models/X.onnx
+        /models/X.onnx train/exported_models/X.onnx; the app's files are listed in demo/js/models.json,
+                       and the server refuses to start when one is missing
 Every response carries COOP/COEP/CORP so the page is cross-origin isolated and onnxruntime-web
 may use WASM threads. GET and HEAD only.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import mimetypes
 import os
@@ -34,8 +36,8 @@ ROOT = os.path.dirname(os.path.realpath(__file__))
 DEMO_DIR = os.path.join(ROOT, "demo")
 MODELS_DIR = os.path.join(ROOT, "train", "exported_models")
 ORT_DIR = os.path.join(DEMO_DIR, "node_modules", "onnxruntime-web", "dist")
-# What demo/js/segmenter.js loads: the pruned model (see README, Browser speed).
-REQUIRED_MODELS = ("card_segmentation_pruned30.onnx", "card_segmentation_pruned30_fp32.onnx")
+# The one list of the model files the app loads, read by demo/js/inference.js too.
+MODEL_LIST = os.path.join(DEMO_DIR, "js", "models.json")
 REQUIRED_ORT = ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
 
 # Python's table lacks or varies on these; browsers refuse module scripts and streaming WASM
@@ -57,13 +59,28 @@ class StartupError(Exception):
     pass
 
 
-def check_files(models_dir: str = MODELS_DIR, ort_dir: str = ORT_DIR) -> None:
+def required_models(model_list: str = MODEL_LIST) -> list[str]:
+    """The .onnx file names in demo/js/models.json ({"model": {"fp16": file, "fp32": file}, ...})."""
+    try:
+        with open(model_list) as f:
+            models = json.load(f)
+        names = [name for files in models.values() for name in (files["fp16"], files["fp32"])]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StartupError(f"cannot read the model list {model_list}: {e!r}; it maps each model to "
+                           f'{{"fp16": "<file>.onnx", "fp32": "<file>.onnx"}}') from e
+    bad = [n for n in names if not isinstance(n, str) or "/" in n or "\\" in n or not n.endswith(".onnx")]
+    if bad:
+        raise StartupError(f"{model_list}: not plain .onnx file names: {bad}")
+    return sorted(set(names))
+
+
+def check_files(models_dir: str = MODELS_DIR, ort_dir: str = ORT_DIR, model_list: str = MODEL_LIST) -> None:
     """Fail at start-up, with the command that fixes it, rather than with a 404 in the browser."""
-    missing = [m for m in REQUIRED_MODELS if not os.path.isfile(os.path.join(models_dir, m))]
+    missing = [m for m in required_models(model_list) if not os.path.isfile(os.path.join(models_dir, m))]
     if missing:
-        raise StartupError(f"model file(s) missing in {models_dir}: {', '.join(missing)}. Restore the committed "
-                           f"models with `git checkout -- train/exported_models` or make your own with "
-                           f"`python train/prune.py <best.pt> --pruning-ratios 0.3 --export` (train/README.md).")
+        raise StartupError(f"model file(s) missing in {models_dir}: {', '.join(missing)} (listed in {model_list}). "
+                           f"Restore the committed models with `git checkout -- train/exported_models` or export "
+                           f"your own with train/export.py and train/export_corners.py (train/README.md).")
     missing = [f for f in REQUIRED_ORT if not os.path.isfile(os.path.join(ort_dir, f))]
     if missing:
         raise StartupError(f"onnxruntime-web files missing in {ort_dir}: {', '.join(missing)}. Install them with "
@@ -86,7 +103,7 @@ def model_endpoint(models_dir: str):
 def create_app(demo_dir: str = DEMO_DIR, models_dir: str = MODELS_DIR, ort_dir: str = ORT_DIR,
                check: bool = True) -> Starlette:
     if check:
-        check_files(models_dir, ort_dir)
+        check_files(models_dir, ort_dir, os.path.join(demo_dir, "js", "models.json"))
 
     async def index(request):
         return FileResponse(os.path.join(demo_dir, "index.html"), media_type="text/html")

@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -24,14 +25,22 @@ SEG_OPTIONS = ["--size", "64", "48", "--batch-size", "4", "--val-batch-size", "4
 CARD = np.array([[100.0, 120.0], [380.0, 130.0], [370.0, 500.0], [110.0, 490.0]])
 
 
-def make_dataset(path, num_train, num_test, seed=0, workers=2, backgrounds=None, preset=None):
-    """generate_dataset.py into path: the default preset, or v1 with --backgrounds (its option)."""
+def make_dataset(path, num_train, num_test, seed=0, workers=2, backgrounds=None, preset=None, extra=()):
+    """generate_dataset.py into path: the default preset, or v1 with --backgrounds (its option);
+    `extra`: further options, e.g. ["--photos", DIR].
+
+    With several workers it runs as its own process, as users run it: its pool forks, and forking
+    this test process, whose torch, onnxruntime and Ultralytics (polars) threads are alive, can
+    leave a worker waiting forever on a lock one of them held."""
     preset = preset or ("v1" if backgrounds else None)
-    args = generate_dataset.get_args_parser().parse_args(
-        ["--output", str(path), "--num-train", str(num_train), "--num-test", str(num_test), "--seed", str(seed),
-         "--workers", str(workers), "--quiet"] + (["--backgrounds", str(backgrounds)] if backgrounds else [])
-        + (["--preset", preset] if preset else []))
-    return generate_dataset.main(args)
+    argv = (["--output", str(path), "--num-train", str(num_train), "--num-test", str(num_test), "--seed", str(seed),
+             "--workers", str(workers), "--quiet"] + (["--backgrounds", str(backgrounds)] if backgrounds else [])
+            + (["--preset", preset] if preset else []) + list(extra))
+    if workers > 1:
+        subprocess.run([sys.executable, os.path.join(TRAIN_DIR, "generate_dataset.py"), *argv], check=True,
+                       timeout=600)
+        return None
+    return generate_dataset.main(generate_dataset.get_args_parser().parse_args(argv))
 
 
 def write_dataset(root, entries, images=None, split="train", other_annotated=True):

@@ -1,13 +1,24 @@
 """Fake camera files for Chromium (--use-file-for-fake-video-capture): .y4m I420 written in
-Python, showing a generated card scene with a known mask inside the centred 3:4 crop."""
+Python, showing a generated card scene with a known mask and known corners inside the centred
+3:4 crop, or a scene without a card."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 import synthetic
 from common import IMAGE_HEIGHT, IMAGE_WIDTH
+
+
+@dataclass
+class CameraTruth:
+    frame: np.ndarray            # (H, W, 3) uint8 RGB, what the y4m file shows
+    mask: np.ndarray             # (640, 480) uint8 0/1: the card in model-input coordinates
+    corners: np.ndarray | None   # (4, 2) TL, TR, BR, BL, pixel-index of the 480x640 model input
+    frame_corners: np.ndarray | None   # (4, 2) the same corners, pixel-index of the full frame
 
 
 def write_y4m(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
@@ -20,15 +31,33 @@ def write_y4m(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
             f.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())   # Y, then U, then V planes
 
 
-def card_frame(width: int, height: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """A width x height landscape frame whose centred 3:4 crop is a card scene.
+def _card_at(rng: np.random.Generator, quad: np.ndarray) -> synthetic.Scene:
+    """A generated card whose corners are `quad` ((4, 2) TL, TR, BR, BL, pixel-index of the
+    480x640 scene) over a card-free scene."""
+    image = synthetic.render_scene(rng, negative=True).image.astype(np.float32)
+    cw, ch = synthetic.CARD_W, synthetic.CARD_H
+    src = np.float32([[-0.5, -0.5], [cw - 0.5, -0.5], [cw - 0.5, ch - 0.5], [-0.5, ch - 0.5]])
+    hom = cv2.getPerspectiveTransform(src, np.float32(quad))
+    size = (IMAGE_WIDTH, IMAGE_HEIGHT)
+    card = cv2.warpPerspective(synthetic.render_card(rng), hom, size, flags=cv2.INTER_LINEAR).astype(np.float32)
+    alpha = cv2.warpPerspective(synthetic.rounded_rect_alpha(cw, ch, synthetic.CARD_RADIUS), hom, size,
+                                flags=cv2.INTER_LINEAR)[..., None]
+    image = np.clip(card * alpha + image * (1 - alpha), 0, 255).astype(np.uint8)
+    return synthetic.Scene(image, ((alpha[..., 0] >= 0.5) * 255).astype(np.uint8), np.float64(quad))
 
-    Returns (frame RGB, mask (640, 480) of the card in model-input coordinates).
-    """
+
+def card_frame(width: int, height: int, seed: int = 5, card: bool = True, quad=None) -> CameraTruth:
+    """A width x height landscape frame whose centred 3:4 crop is a card scene (or a scene
+    without a card when card is False; a card at `quad`, pixel-index TL, TR, BR, BL of the 480x640
+    crop, when given)."""
     rng = np.random.default_rng(seed)
-    scene = synthetic.render_scene(rng)
-    while scene.corners is None or scene.mask.mean() < 0.2 * 255 or scene.mask.mean() > 0.5 * 255:
-        scene = synthetic.render_scene(rng)   # a clearly visible, fully framed card
+    if card and quad is not None:
+        scene = _card_at(rng, np.asarray(quad, np.float64))
+    else:
+        scene = synthetic.render_scene(rng, negative=not card)
+    while card and quad is None and (scene.corners is None or not 0.2 * 255 <= scene.mask.mean() <= 0.5 * 255
+                                     or scene.states is None or min(scene.states) != synthetic.VISIBLE):
+        scene = synthetic.render_scene(rng)   # a clearly visible, fully framed card, no finger on a corner
     sh = height
     sw = round(height * 3 / 4)
     sx = (width - sw) // 2
@@ -38,10 +67,18 @@ def card_frame(width: int, height: int, seed: int = 5) -> tuple[np.ndarray, np.n
     # The mask as the app's crop, rescaled to 480x640, should see it.
     mask = cv2.resize(cv2.resize(scene.mask, (sw, sh), interpolation=cv2.INTER_NEAREST),
                       (IMAGE_WIDTH, IMAGE_HEIGHT), interpolation=cv2.INTER_NEAREST)
-    return frame, (mask >= 128).astype(np.uint8)
+    corners = frame_corners = None
+    if card:
+        # Scaling the crop up and back down again maps continuous coordinates (index + 0.5) onto
+        # themselves: the model-input corners are the scene's.
+        corners = scene.corners.astype(np.float64)
+        scale = np.array([sw / IMAGE_WIDTH, sh / IMAGE_HEIGHT])
+        frame_corners = np.array([sx, 0.0]) + (corners + 0.5) * scale - 0.5
+    return CameraTruth(frame, (mask >= 128).astype(np.uint8), corners, frame_corners)
 
 
-def make_camera_file(path: str, width: int, height: int, frames: int = 4, seed: int = 5) -> np.ndarray:
-    frame, mask = card_frame(width, height, seed)
-    write_y4m(path, [frame] * frames)
-    return mask
+def make_camera_file(path: str, width: int, height: int, frames: int = 4, seed: int = 5,
+                     card: bool = True, quad=None) -> CameraTruth:
+    truth = card_frame(width, height, seed, card, quad)
+    write_y4m(path, [truth.frame] * frames)
+    return truth

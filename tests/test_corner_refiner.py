@@ -208,11 +208,13 @@ def test_quad_order_repair_and_plausibility():
     dented = quad.clone()
     dented[0, 2] = torch.tensor([200.0, 250.0])                     # BR pulled inside the triangle
     assert not quad_is_card(dented, 480, 640).item()
-    meet = torch.full_like(quad, float("nan"))
+    meet = torch.zeros_like(quad)
     meet[0, 2] = torch.tensor([351.0, 519.0])
-    assert torch.allclose(repair_quad(dented, meet)[0, 2], meet[0, 2])
-    fixed = repair_quad(dented, torch.full_like(quad, float("nan")))
+    fixed, repaired = repair_quad(dented, meet, torch.tensor([[False, False, True, False]]))
+    assert torch.allclose(fixed[0, 2], meet[0, 2]) and repaired.tolist() == [[False, False, True, False]]
+    fixed, _ = repair_quad(dented, meet, torch.zeros(1, 4, dtype=torch.bool))     # no trusted meeting point
     assert torch.allclose(fixed[0, 2], quad[0, 1] + quad[0, 3] - quad[0, 0]) and quad_is_card(fixed, 480, 640).item()
+    assert torch.equal(repair_quad(quad, meet, torch.ones(1, 4, dtype=torch.bool))[0], quad)   # a card stays
     sliver = torch.tensor([[[100.0, 100.0], [400.0, 100.0], [400.0, 140.0], [100.0, 140.0]]], dtype=torch.float64)
     tiny = torch.tensor([[[100.0, 100.0], [130.0, 100.0], [130.0, 140.0], [100.0, 140.0]]], dtype=torch.float64)
     assert not quad_is_card(sliver, 480, 640).item() and not quad_is_card(tiny, 480, 640).item()
@@ -226,7 +228,7 @@ def test_every_generated_card_is_a_plausible_quad(tmp_path):
     from corners.data import corner_samples
     from corners.refine import quad_is_card
 
-    make_dataset(tmp_path, 0, 60, seed=5, preset="hard")
+    make_dataset(tmp_path, 0, 60, seed=5, workers=1, preset="hard")
     quads = np.stack([c for _, c in corner_samples(str(tmp_path), "test") if c is not None]) + 0.5
     assert quad_is_card(torch.from_numpy(quads), 480, 640).all()
 
@@ -239,7 +241,7 @@ def test_visibility_labels_follow_the_mask_and_agree_with_the_generator(tmp_path
     from corners.data import corner_samples, corner_states
     from train_corner_refiner import RefinerCrops
 
-    make_dataset(tmp_path, 0, 40, seed=7, preset="hard")
+    make_dataset(tmp_path, 0, 40, seed=7, workers=1, preset="hard")
     data = RefinerCrops(str(tmp_path), "test", 6.0, augment=False, seed=0)
     cards = [s for s in corner_samples(str(tmp_path), "test") if s[1] is not None]
     states = corner_states(str(tmp_path), "test", cards)

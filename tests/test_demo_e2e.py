@@ -1,10 +1,14 @@
-"""End to end: Debian Chromium + Playwright, a fake camera from a .y4m file, the real server
-and the committed model. Skips locally without Chromium/Playwright; fails in CI (CI=true)."""
+"""End to end: Debian Chromium + Playwright, a fake camera from a .y4m file (a generated card
+with known mask and corners), the real server and the committed models. Skips locally without
+Chromium/Playwright; fails in CI (CI=true)."""
 
+import base64
 import os
+import re
 import shutil
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from fake_camera import make_camera_file
@@ -74,43 +78,163 @@ def _overlay_mask(page):
     return np.array(data["a"], bool).reshape(640, 480)
 
 
-def _run_app(playwright, server, camera_path, tmp_path):
-    browser = _launch(playwright, _fake_camera_args(camera_path))
-    page = browser.new_page()
+def _points(page):
+    """data-points of the corners element as a (4, 2) array, None when empty."""
+    text = page.get_attribute('[data-testid="corners"]', "data-points")
+    if text == "":
+        return None
+    points = np.array([[float(v) for v in p.split(",")] for p in text.split(" ")])
+    assert points.shape == (4, 2), text
+    return points
+
+
+def _start(page, server):
     page.goto(server)
     page.wait_for_function("document.querySelector('[data-testid=\"camera-select\"]').options.length > 0",
                            timeout=30_000)
     page.click('[data-testid="start"]')
     page.wait_for_function("parseFloat(document.querySelector('[data-testid=\"fps\"]').textContent) > 0",
                            timeout=LOAD_TIMEOUT_MS)
-    return browser, page
 
 
-def test_live_segmentation_wasm_1280x720(playwright, server, tmp_path):
+def _wait_for_card(page):
+    page.wait_for_function("document.querySelector('[data-testid=\"corners\"]').dataset.points !== ''",
+                           timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector('[data-testid="capture"]:not([disabled])', timeout=10_000)
+
+
+def _scan_image(page):
+    """The newest scan, decoded from the download link's blob: (H, W, 3) uint8 RGB."""
+    b64 = page.evaluate("""async () => {
+        const r = await fetch(document.querySelector('[data-testid="download"]').href);
+        const bytes = new Uint8Array(await r.arrayBuffer());
+        let s = '';
+        for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+        return btoa(s);
+    }""")
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None, "the download is not a decodable image"
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _rectified_truth(frame, frame_corners, width, height):
+    """The card warped flat from its true corners (pixel-index on both sides)."""
+    dst = np.float32([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]])
+    m = cv2.getPerspectiveTransform(np.float32(frame_corners), dst)
+    return cv2.warpPerspective(frame, m, (width, height), flags=cv2.INTER_LINEAR)
+
+
+def _blurred_grey_correlation(a, b):
+    ga, gb = (cv2.GaussianBlur(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), 3) for x in (a, b))
+    return float(np.corrcoef(ga.ravel(), gb.ravel())[0, 1])
+
+
+def _capture_in_view(page):
+    """The capture button's box and the viewport: on screen without scrolling."""
+    return page.evaluate("""() => {
+        const r = document.querySelector('[data-testid="capture"]').getBoundingClientRect();
+        return {top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left, right: r.right,
+                vw: innerWidth, vh: innerHeight, scrollY, docWidth: document.documentElement.scrollWidth};
+    }""")
+
+
+# A card held in the guide (demo/assets/card-guide.svg: x 102.86..377.15, y 128..512), slightly
+# tilted: TL, TR, BR, BL in pixel-index coordinates of the 480x640 model input.
+GUIDED_QUAD = [[112, 140], [368, 134], [372, 504], [108, 500]]
+
+
+def test_card_scanner_wasm_1280x720(playwright, server, tmp_path):
+    """Live segmentation and corners, capture and download on a desktop viewport; on a phone
+    viewport, Capture within thumb reach, by touch, and auto-capture."""
     cam = str(tmp_path / "cam720.y4m")
-    truth = make_camera_file(cam, 1280, 720).astype(bool)
-    browser, page = _run_app(playwright, server, cam, tmp_path)
+    truth = make_camera_file(cam, 1280, 720, quad=GUIDED_QUAD)
+    browser = _launch(playwright, _fake_camera_args(cam))
     try:
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        requests = []
+        context.on("request", lambda r: requests.append(r.url))
+        page = context.new_page()
+        _start(page, server)
         assert cam in page.inner_text('[data-testid="camera-select"]')   # the file device's label is its path
         assert page.inner_text('[data-testid="resolution"]') == "1280x720"
         assert page.inner_text('[data-testid="backend"]') == "WASM"
-        assert float(page.inner_text('[data-testid="fps"]')) > 0
         assert page.evaluate("crossOriginIsolated") is True
         assert page.is_hidden('[data-testid="error"]')
         pred = _overlay_mask(page)
-        iou = (pred & truth).sum() / (pred | truth).sum()
-        page.screenshot(path=str(tmp_path / "app.png"))
+        iou = (pred & truth.mask.astype(bool)).sum() / (pred | truth.mask.astype(bool)).sum()
         assert iou >= 0.8, f"overlay vs known card mask IoU {iou:.3f}"
+
+        # Live corners: TL, TR, BR, BL in pixel-index coordinates of the 480x640 model input.
+        _wait_for_card(page)
+        points = _points(page)
+        error = np.linalg.norm(points - truth.corners, axis=1)
+        assert error.max() <= 10.0, f"corner errors {error.round(1)} px; {points} vs {truth.corners}"
+        box = _capture_in_view(page)
+        assert box["bottom"] <= box["vh"] and box["scrollY"] == 0, box
+
+        # Capture: the card from the full-resolution frame, flat, 63:88, as a download.
+        page.click('[data-testid="capture"]')
+        page.wait_for_function("document.querySelector('[data-testid=\"scan\"]').naturalWidth > 0", timeout=30_000)
+        size = page.evaluate("(() => { const i = document.querySelector('[data-testid=\"scan\"]');"
+                             " return [i.naturalWidth, i.naturalHeight]; })()")
+        assert size == [630, 880]
+        href = page.get_attribute('[data-testid="download"]', "href")
+        assert href and href.startswith("blob:")
+        assert re.fullmatch(r"card-\d{8}-\d{6}\.jpg", page.get_attribute('[data-testid="download"]', "download"))
+        scan = _scan_image(page)
+        assert scan.shape == (880, 630, 3)
+        expected = _rectified_truth(truth.frame, truth.frame_corners, 630, 880)
+        r = _blurred_grey_correlation(scan, expected)
+        cv2.imwrite(str(tmp_path / "scan.png"), cv2.cvtColor(np.hstack([scan, expected]), cv2.COLOR_RGB2BGR))
+        assert r >= 0.9, f"scan vs the card rectified from its true corners: correlation {r:.3f}"
+        assert page.is_hidden('[data-testid="error"]')
+        # Both models came from the server, the worker's downloads included.
+        assert any(re.search(r"/models/card_segmentation[^/]*\.onnx$", u) for u in requests), requests
+        assert any(re.search(r"/models/card_corners[^/]*\.onnx$", u) for u in requests), requests
+        context.close()
+
+        # A phone held upright: Capture in the lower half, on screen without scrolling, by touch.
+        phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                    device_scale_factor=3)
+        page = phone.new_page()
+        _start(page, server)
+        _wait_for_card(page)
+        box = _capture_in_view(page)
+        assert box["top"] >= box["vh"] / 2 and box["bottom"] <= box["vh"], box
+        assert box["scrollY"] == 0 and box["docWidth"] <= box["vw"], box
+        page.tap('[data-testid="capture"]')
+        page.wait_for_function("document.querySelector('[data-testid=\"scan\"]').naturalWidth > 0", timeout=30_000)
+        box = _capture_in_view(page)   # the new scan must not push Capture away
+        assert box["top"] >= box["vh"] / 2 and box["bottom"] <= box["vh"], box
+        # Auto-capture: the card is steady inside the guide, so switching it on takes a second scan
+        # by itself; the first moves to the strip.
+        first = page.get_attribute('[data-testid="scan"]', "src")
+        page.tap('[data-testid="auto-capture"]')
+        page.wait_for_function("(src) => document.querySelector('[data-testid=\"scan\"]').getAttribute('src') !== src",
+                               arg=first, timeout=60_000)
+        assert page.eval_on_selector_all(".strip img", "els => els.map((e) => e.getAttribute('src'))") == [first]
+        page.screenshot(path=str(tmp_path / "phone.png"))
     finally:
         browser.close()
 
 
-def test_falls_back_to_640x480(playwright, server, tmp_path):
+def test_no_card_at_640x480(playwright, server, tmp_path):
+    """A frame without a card, and the 640x480 fallback: no corners, Capture disabled."""
     cam = str(tmp_path / "cam480.y4m")
-    make_camera_file(cam, 640, 480)
-    browser, page = _run_app(playwright, server, cam, tmp_path)
+    make_camera_file(cam, 640, 480, card=False)
+    browser = _launch(playwright, _fake_camera_args(cam))
     try:
+        page = browser.new_page()
+        _start(page, server)
         assert page.inner_text('[data-testid="resolution"]') == "640x480"
+        # Frames keep coming; none shows a card.
+        for _ in range(3):
+            before = int(page.get_attribute('[data-testid="fps"]', "data-frames"))
+            page.wait_for_function("(n) => +document.querySelector('[data-testid=\"fps\"]').dataset.frames > n",
+                                   arg=before, timeout=LOAD_TIMEOUT_MS)
+            assert page.get_attribute('[data-testid="corners"]', "data-points") == ""
+            assert page.is_disabled('[data-testid="capture"]')
+        assert page.is_hidden('[data-testid="error"]')
     finally:
         browser.close()
 
@@ -162,7 +286,6 @@ def test_no_camera_shows_error(playwright, server):
 CORNER_MODEL = os.path.join(demo.MODELS_DIR, "card_corners.onnx")
 
 
-@pytest.mark.skipif(not os.path.isfile(CORNER_MODEL), reason="no exported corner model (train/export_corners.py)")
 def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path):
     """The committed card_corners.onnx loads and runs in onnxruntime-web 1.22 (WASM) in Chromium and
     gives what native onnxruntime gives on a frame with a card."""
@@ -206,11 +329,11 @@ def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path)
         }""", pixels)
     finally:
         browser.close()
-    assert result["inputs"] == ["images"] and result["outputs"] == ["output0", "corners", "score"]
+    assert result["inputs"] == ["images"] and result["outputs"][:3] == ["output0", "corners", "score"]
     assert result["dims"] == [1, 17, 6300] and result["type"] == "float32"
     web = np.array(result["data"], np.float32).reshape(1, 17, 6300)
     native, native_corners, native_score = ort.InferenceSession(
-        CORNER_MODEL, providers=["CPUExecutionProvider"]).run(None, {"images": x})
+        CORNER_MODEL, providers=["CPUExecutionProvider"]).run(["output0", "corners", "score"], {"images": x})
     assert np.abs(web[:, 4] - native[:, 4]).max() < 1e-2, "confidences"
     corners_web, score, found = decode(web)
     corners_native, _, _ = decode(native)
@@ -221,3 +344,23 @@ def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path)
     assert abs(result["score"][0] - native_score[0]) < 1e-2
     assert np.linalg.norm(refined_web - native_corners, axis=-1).max() <= 1.0
     assert np.linalg.norm(refined_web[0] - 0.5 - truth, axis=-1).max() <= 10.0
+
+
+def test_bench_page_feeds_every_model_its_own_input_name(playwright, server):
+    """demo/benchmark.py's page runs every file in train/exported_models (the corner model's input
+    is 'images', the segmentation model's 'image')."""
+    models = sorted(f[:-5] for f in os.listdir(demo.MODELS_DIR) if f.endswith(".onnx"))
+    browser = _launch(playwright, [])
+    try:
+        page = browser.new_page()
+        page.goto(f"{server}bench.html?models={','.join(models)}&threads=2&runs=1&warmup=0")
+        page.wait_for_function("window.benchResult !== undefined", timeout=LOAD_TIMEOUT_MS)
+        result = page.evaluate("window.benchResult")
+    finally:
+        browser.close()
+    assert "error" not in result, result
+    inputs = {r["model"]: r["input"] for r in result["rows"]}
+    assert sorted(inputs) == models
+    for name, input_name in inputs.items():
+        assert input_name == ("images" if name.startswith("card_corners") else "image"), inputs
+    assert all(r["median_ms"] > 0 for r in result["rows"])

@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -13,7 +15,7 @@ def dirs(tmp_path):
     models, ort = tmp_path / "models", tmp_path / "ort"
     models.mkdir()
     ort.mkdir()
-    for name in demo.REQUIRED_MODELS:
+    for name in demo.required_models():
         (models / name).write_bytes(b"onnx-bytes")
     for name in demo.REQUIRED_ORT:
         (ort / name).write_bytes(b"\0asm" if name.endswith(".wasm") else b"export {};")
@@ -42,7 +44,10 @@ def test_index_and_isolation_headers(client):
     ("/ort/ort-wasm-simd-threaded.jsep.wasm", "application/wasm"),
     ("/assets/card-guide.svg", "image/svg+xml"),
     ("/css/style.css", "text/css"),
-    ("/models/card_segmentation_pruned30.onnx", "application/octet-stream"),
+    ("/js/models.json", "application/json"),
+    ("/js/frame-worker.js", "text/javascript"),
+    ("/models/card_segmentation.onnx", "application/octet-stream"),
+    ("/models/card_corners_fp32.onnx", "application/octet-stream"),
 ])
 def test_mime_types_and_headers_everywhere(client, path, mime):
     r = client.get(path)
@@ -52,13 +57,13 @@ def test_mime_types_and_headers_everywhere(client, path, mime):
 
 
 def test_head_has_no_body(client):
-    r = client.head("/models/card_segmentation_pruned30_fp32.onnx")
+    r = client.head("/models/card_segmentation_fp32.onnx")
     assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == str(len(b"onnx-bytes"))
 
 
 def test_only_get_and_head(client):
     for method in ("post", "put", "delete"):
-        r = getattr(client, method)("/models/card_segmentation_pruned30.onnx")
+        r = getattr(client, method)("/models/card_segmentation.onnx")
         assert r.status_code == 405
         assert r.headers["cross-origin-opener-policy"] == "same-origin"
 
@@ -76,11 +81,48 @@ def test_unknown_model_404(client):
     assert client.get("/models/nope.onnx").status_code == 404
 
 
-def test_missing_model_is_a_startup_error(dirs):
+def test_the_app_needs_both_models_and_their_fp32_twins():
+    # demo/js/models.json, the list demo/js/inference.js builds its URLs from.
+    assert demo.required_models() == ["card_corners.onnx", "card_corners_fp32.onnx", "card_segmentation.onnx",
+                                      "card_segmentation_fp32.onnx"]
+
+
+@pytest.mark.parametrize("name", ["card_segmentation.onnx", "card_segmentation_fp32.onnx", "card_corners.onnx",
+                                  "card_corners_fp32.onnx"])
+def test_missing_model_is_a_startup_error(dirs, name):
     models, ort = dirs
-    os.remove(models / "card_segmentation_pruned30.onnx")
-    with pytest.raises(demo.StartupError, match="card_segmentation_pruned30.onnx.*git checkout"):
+    os.remove(models / name)
+    with pytest.raises(demo.StartupError, match=rf"missing in .*: {name} .*git checkout -- train/exported_models"):
         demo.create_app(demo.DEMO_DIR, str(models), str(ort))
+
+
+def test_demo_py_refuses_to_start_naming_the_missing_model(tmp_path):
+    """`python demo.py` in a copy of the layout where one model is missing: exit 1, one line naming it."""
+    shutil.copy(os.path.join(demo.ROOT, "demo.py"), tmp_path / "demo.py")
+    shutil.copytree(os.path.join(demo.DEMO_DIR, "js"), tmp_path / "demo" / "js")
+    ort = tmp_path / "demo" / "node_modules" / "onnxruntime-web" / "dist"
+    ort.mkdir(parents=True)
+    for name in demo.REQUIRED_ORT:
+        (ort / name).write_bytes(b"x")
+    models = tmp_path / "train" / "exported_models"
+    models.mkdir(parents=True)
+    for name in demo.required_models():
+        if name != "card_corners_fp32.onnx":
+            (models / name).write_bytes(b"onnx-bytes")
+    r = subprocess.run([sys.executable, str(tmp_path / "demo.py"), "--port", "0"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1
+    assert "card_corners_fp32.onnx" in r.stderr and "git checkout -- train/exported_models" in r.stderr, r.stderr
+    assert "card_segmentation.onnx" not in r.stderr.split("(listed in")[0], r.stderr
+
+
+@pytest.mark.parametrize("text", ["not json", '{"segmentation": {"fp16": "a.onnx"}}', '{"x": {"fp16": "../a.onnx", '
+                                  '"fp32": "b.onnx"}}', "[1, 2]"])
+def test_bad_model_list_is_a_startup_error(tmp_path, text):
+    path = tmp_path / "models.json"
+    path.write_text(text)
+    with pytest.raises(demo.StartupError, match="models.json"):
+        demo.required_models(str(path))
 
 
 def test_missing_ort_is_a_startup_error(dirs):
@@ -96,3 +138,13 @@ def test_defaults_bind_all_interfaces_on_7860(monkeypatch):
     assert (args.host, args.port) == ("0.0.0.0", 7860)
     monkeypatch.setenv("PORT", "9001")
     assert demo.get_args_parser().parse_args([]).port == 9001
+
+
+def test_the_space_image_copies_exactly_the_apps_models():
+    """The Dockerfile ships the models in demo/js/models.json, and no other (the unpruned ones
+    would only make the Space's image bigger)."""
+    import re
+
+    with open(os.path.join(demo.ROOT, "Dockerfile")) as f:
+        copied = set(re.findall(r"train/exported_models/([\w.*-]+\.onnx)", f.read()))
+    assert copied == set(demo.required_models())

@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from conftest import make_dataset
 
 import generate_dataset
 import preview_dataset
@@ -125,10 +126,7 @@ def test_v2_with_photos_is_deterministic_whatever_the_workers_and_writes_corner_
     digests = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        args = generate_dataset.get_args_parser().parse_args(
-            ["--output", str(out), "--num-train", "10", "--num-test", "3", "--seed", "5", "--workers", str(workers),
-             "--quiet", "--preset", "hard", "--photos", photos])
-        generate_dataset.main(args)
+        make_dataset(out, 10, 3, seed=5, workers=workers, preset="hard", extra=["--photos", photos])
         digests.append(_tree_digest(out))
     assert digests[0] == digests[1]
     with open(tmp_path / "w1" / "corner_annotations.json") as f:

@@ -14,8 +14,8 @@ def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
     from corners.data import corner_samples, corner_states
     from dataset import find_samples
 
-    make_dataset(tmp_path / "a", 6, 3, seed=1, preset="v1")
-    make_dataset(tmp_path / "b", 5, 4, seed=2, preset="hard")
+    make_dataset(tmp_path / "a", 6, 3, seed=1, workers=1, preset="v1")
+    make_dataset(tmp_path / "b", 5, 4, seed=2, workers=1, preset="hard")
     out = tmp_path / "mix"
     result = mix_datasets.main(mix_datasets.get_args_parser().parse_args(
         [str(out), f"a={tmp_path / 'a'}:4:2", f"b={tmp_path / 'b'}"]))
@@ -42,7 +42,7 @@ def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
 def test_mix_refuses_bad_sources(tmp_path, source, message):
     import mix_datasets
 
-    make_dataset(tmp_path / "d", 1, 1, seed=3, preset="v1")
+    make_dataset(tmp_path / "d", 1, 1, seed=3, workers=1, preset="v1")
     source = source.format(missing=tmp_path / "nope", data=tmp_path / "d")
     with pytest.raises(DataError, match=message):
         mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(tmp_path / "out"), source]))

@@ -11,13 +11,17 @@ re-renders the model card. Graph contract (documented in the model card):
     output "output0": float32 [1, 17, 6300], the detector's candidates, decoded by
                       corners/metrics.decode_tensor (one card: the best anchor's confidence, corners
                       averaged over the anchors that agree with it)
-    output "corners": float32 [1, 4, 2], those corners refined (corners/refine.py), continuous px
-    output "score":   float32 [1], the card's confidence
-The detector is FP16 (weights and compute); the decoding and the refiner (--refiner, default the
-committed checkpoints/card_corner_refiner.pt) are FP32 and appended to the same graph. The gate
-runs onnx.checker, then onnxruntime CPU against PyTorch FP32 on real test images: the refined
-corners and the decoded output0 must each agree within 1 px and the card found / not found alike.
-A file that fails is never moved into place and the script exits non-zero.
+    output "corners": float32 [1, 4, 2], those corners refined, a hidden one placed where its sides
+                      meet (corners/refine.finish_corners), continuous px
+    output "score":   float32 [1], the card's confidence; 0 when the quad is not a card
+    outputs "visibility", "fallback": float32 [1, 4], diagnostics (model card)
+Two files: <name>.onnx with the detector in FP16 (weights and compute) and <name>_fp32.onnx in
+FP32; the decoding and the refine stage (--refiner, default the committed
+checkpoints/card_corner_refiner.pt) are FP32 and appended to both. The gate (corners/export.py
+parity_gate) runs onnx.checker, then onnxruntime CPU against PyTorch FP32 on real test images: the
+decoded output0 within 1 px and the card found / not found alike, the refine stage on the file's
+own output0 within 0.1 px, and for the FP32 file the refined corners end to end within 1 px. A
+file that fails is never moved into place (neither is its twin) and the script exits non-zero.
 
 tflite (LiteRT) and coreml go through Ultralytics' exporters with their default precision and
 need their packages (`pip install litert-torch ai-edge-litert`, `pip install "coremltools>=9"`);

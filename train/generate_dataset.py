@@ -14,6 +14,7 @@ Negatives (no card) have a black mask and no entry in the JSON, like the real da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -131,8 +132,18 @@ def main(args: argparse.Namespace) -> dict:
     states: dict[str, dict] = {"train": {}, "test": {}}
     start = time.perf_counter()
     workers = max(1, args.workers)
-    with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, _init_worker, (photos,)) as pool:
-        results = pool.imap(_render_one, jobs, chunksize=8)
+    # One worker renders in this process: no fork (a process with live library threads can hang a
+    # forked child) and no pool to start. Every scene's random stream depends on (seed, split,
+    # index) only, so the output is the same either way.
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            _init_worker(photos)
+            stack.callback(_init_worker, None)     # the photos are not kept past this call
+            results = map(_render_one, jobs)
+        else:
+            pool = stack.enter_context(mp.get_context("fork" if os.name == "posix" else "spawn").Pool(
+                workers, _init_worker, (photos,)))
+            results = pool.imap(_render_one, jobs, chunksize=8)
         for split, name, corners, corner_states in tqdm(results, total=len(jobs), desc="generate", unit="img",
                                                         disable=args.quiet):
             if corners is not None:

@@ -289,12 +289,14 @@ def main(args: argparse.Namespace) -> dict:
     if args.resume or args.weights:
         model, source = load_checkpoint_model(resolve_path(args.resume or args.weights))
         pruned = source.get("model_object") is not None
+        # A pruned model keeps its pruning record through fine-tuning: the model card reads it.
+        lineage = {k: source.get(k) for k in ("pruning", "source_checkpoint")} if pruned else {}
         model.pretrained_backbone = source.get("pretrained_backbone", False) if args.resume else \
             f"initialised from {os.path.basename(args.weights)}"
         if args.weights:   # fine-tuning: weights only, fresh optimizer and schedule
             logger.info("initialised the model from %s", args.weights)
     else:
-        model, pruned = build_model(pretrained_backbone=args.pretrained), False
+        model, pruned, lineage = build_model(pretrained_backbone=args.pretrained), False, {}
     model = model.to(args.device)
     if args.distributed and args.device.startswith("cuda"):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -358,7 +360,7 @@ def main(args: argparse.Namespace) -> dict:
                     "command": "python train/train.py " + " ".join(sys.argv[1:]), "hardware": hardware,
                     "train_images": len(train_data), "val_images": len(val_data),
                     "pretrained_backbone": model_without_ddp.pretrained_backbone,
-                    "model_object": model_without_ddp if pruned else None}
+                    "model_object": model_without_ddp if pruned else None, **lineage}
             # best.pt first: a kill between the two writes leaves last.pt one epoch behind, never ahead.
             if improved:
                 atomic_torch_save(ckpt, os.path.join(args.output_dir, "best.pt"))

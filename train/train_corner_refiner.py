@@ -167,7 +167,9 @@ class RefinerCrops(Dataset):
         target = np.concatenate([target_c, target_e]).astype(np.float32)
         weight = np.concatenate([np.ones((4, 2)), np.tile([[0.0, 1.0]], (4, 1))]).astype(np.float32)
         weight[np.abs(target).max(1) > CROP_PX / 2 - 2] = 0.0      # the target is not in the crop
-        visible = np.concatenate([_in_sight(mask, probe_c), _in_sight(mask, p + PROBE_PX * v)]).astype(np.float32)
+        # The edge point the crop answers for: where the side crosses the crop's vertical axis.
+        q = centre_e + s_cross[:, None] * cv
+        visible = np.concatenate([_in_sight(mask, probe_c), _in_sight(mask, q + PROBE_PX * v)]).astype(np.float32)
         kind = np.array([CORNER] * 4 + [EDGE] * 4)
         crops, target = torch.from_numpy(crops.numpy()), torch.from_numpy(target)
         visible = torch.from_numpy(visible)
@@ -354,6 +356,9 @@ def load_run(path: str) -> dict:
     if missing:
         raise DataError(f"{path}: not a train_corner_refiner.py last.pt (no {', '.join(missing)}); "
                         "--weights takes a best.pt")
+    if "visible.weight" not in ckpt["model"]:
+        raise DataError(f"{path}: a run from before the refiner's visibility head cannot be resumed; start a new "
+                        f"run from its weights with --weights")
     return ckpt
 
 

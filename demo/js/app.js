@@ -1,11 +1,29 @@
-// Wires the page: camera list, start, the frame loop, footer and errors.
+// Wires the page: camera list, start, the frame loop (inference in a worker), the live corners,
+// capture and the scans, footer and errors.
 
-import { CameraError, listCameras, openCamera, stopStream } from './camera.js';
-import { ImageUtils, MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
+import { AutoCapture } from './auto-capture.js';
+import { CameraError, listCameras, openCamera, pickCamera, stopStream } from './camera.js';
+import { formatPoints } from './corners.js';
+import { ImageUtils } from './image-utils.js';
+import { OneEuroFilter } from './one-euro.js';
 import { Overlay } from './overlay.js';
-import { Segmenter } from './segmenter.js';
+import { Scanner } from './scanner.js';
 
 const FPS_WINDOW_MS = 1000;
+// The corner model runs on every frame whose mask shows a card (the gate is in frame-worker.js):
+// measured on 2-core WASM, the outline then updates 2.2 times a second against 1.7 with the corner
+// model on every 2nd frame, and a frame without a card costs the segmentation model alone
+// (README, Browser speed). N > 1 runs it on every Nth frame.
+const CORNERS_EVERY = 1;
+// Corners older than this, or than 3 frame times when frames take longer, are stale: no card.
+const STALE_MIN_MS = 1000;
+// One-euro filter on the corners in px of the 480x640 input (README, Live corners): at rest the
+// cutoff is 1 Hz (jitter smoothed), moving at 100 px/s it is 1 + 0.05 * 100 = 6 Hz (little lag).
+const SMOOTHING = { minCutoff: 1.0, beta: 0.05, dCutoff: 1.0 };
+const SCAN_TYPE = 'image/jpeg';
+const SCAN_QUALITY = 0.92;
+const MAX_OLDER_SCANS = 12; // older scans kept in the strip (their object URLs are revoked after)
+const CAMERA_KEY = 'cardscan.camera'; // localStorage: the deviceId chosen last
 
 const el = {
   select: document.querySelector('[data-testid="camera-select"]'),
@@ -14,34 +32,48 @@ const el = {
   backend: document.querySelector('[data-testid="backend"]'),
   fps: document.querySelector('[data-testid="fps"]'),
   resolution: document.querySelector('[data-testid="resolution"]'),
+  corners: document.querySelector('[data-testid="corners"]'),
+  capture: document.querySelector('[data-testid="capture"]'),
+  auto: document.querySelector('[data-testid="auto-capture"]'),
+  scans: document.querySelector('.scans'),
+  scan: document.querySelector('[data-testid="scan"]'),
+  download: document.querySelector('[data-testid="download"]'),
+  strip: document.querySelector('.strip'),
   status: document.querySelector('#status'),
   video: document.querySelector('#video'),
   view: document.querySelector('#view'),
-  overlay: document.querySelector('[data-testid="overlay"]'),
 };
 
-// Allocated once: the model input canvas, the overlay, the segmenter's tensor.
-const input = document.createElement('canvas');
-input.width = MODEL_WIDTH;
-input.height = MODEL_HEIGHT;
-const inputCtx = input.getContext('2d', { willReadFrequently: true });
+// Allocated once: the view context, the overlay canvases, the corner filter and its output.
 const viewCtx = el.view.getContext('2d');
-const overlay = new Overlay(el.overlay);
+const overlay = new Overlay(document.querySelector('[data-testid="overlay"]'),
+  document.querySelector('[data-testid="outline"]'));
+const filter = new OneEuroFilter(8, SMOOTHING);
+const smoothed = new Float64Array(8);
+const autoCapture = new AutoCapture();
 
 const state = {
-  segmenter: null,
-  segmenterPromise: null,
+  scanner: null,
+  scannerPromise: null,
   stream: null,
   crop: null,
   running: false,
-  ready: false, // a start finished: camera open and segmenter created
+  ready: false, // a start finished: camera open and models created
   starting: false,
   restartRequested: false,
-  busy: false,
+  busy: false, // one frame in flight
+  capturing: false,
   frameHandle: 0,
   lastMediaTime: -1,
+  frameIndex: 0,
+  hasCorners: false,
+  cornersAt: 0, // performance.now() of the frame the shown corners come from
+  frameMs: 0, // the last frame's round trip
   fpsCount: 0,
   fpsStart: 0,
+  frames: 0,
+  inferenceSum: 0, // ms of session.run in the current FPS window
+  frameSum: 0, // ms of whole frames in the current FPS window
   generation: 0, // bumps on every stop so stale callbacks do nothing
 };
 
@@ -54,16 +86,25 @@ function setStatus(text) {
   el.status.textContent = text;
 }
 
-function getSegmenter() {
-  if (!state.segmenterPromise) {
-    state.segmenterPromise = Segmenter.create({ log: (m) => console.info(m) }).then((seg) => {
-      state.segmenter = seg;
-      el.backend.textContent = seg.label;
-      el.backend.title = `${seg.label}, ${seg.precision.toUpperCase()} model`;
-      return seg;
+function modelError(err) {
+  return err && err.kind === 'model' ? `${err.message} Check that the server can see train/exported_models/.` : err.message;
+}
+
+function getScanner() {
+  if (!state.scannerPromise) {
+    state.scannerPromise = Scanner.create().then((scanner) => {
+      state.scanner = scanner;
+      const { segmentation, corners } = scanner.models;
+      el.backend.textContent = segmentation.backend === 'webgpu' ? 'WebGPU' : 'WASM';
+      el.backend.title = `segmentation: ${segmentation.url} on ${segmentation.backend}; `
+        + `corners: ${corners.url} on ${corners.backend}`;
+      return scanner;
+    }, (err) => {
+      state.scannerPromise = null; // the next Start tries again (a download may have broken off)
+      throw err;
     });
   }
-  return state.segmenterPromise;
+  return state.scannerPromise;
 }
 
 const onAnimationFrame = (now) => onFrame(now, null);
@@ -94,36 +135,125 @@ function onFrame(now, metadata) {
     state.busy = true;
     infer(state.generation);
   }
+  if (state.hasCorners && performance.now() - state.cornersAt > Math.max(STALE_MIN_MS, 3 * state.frameMs)) {
+    showCorners(null); // the worker fell behind: do not offer a capture of old corners
+  }
   scheduleFrame();
 }
 
 async function infer(generation) {
-  const { sx, sy, sw, sh } = state.crop;
+  const t0 = performance.now();
+  const scheduled = state.frameIndex % CORNERS_EVERY === 0;
+  state.frameIndex += 1;
   try {
-    // The same crop as the view, scaled into the 480x640 model input with one drawImage.
-    inputCtx.drawImage(el.video, sx, sy, sw, sh, 0, 0, MODEL_WIDTH, MODEL_HEIGHT);
-    const rgba = inputCtx.getImageData(0, 0, MODEL_WIDTH, MODEL_HEIGHT).data;
-    ImageUtils.rgbaToPlanar(rgba, state.segmenter.input, MODEL_WIDTH * MODEL_HEIGHT);
-    const prob = await state.segmenter.run();
+    // The full camera frame goes to the worker, which crops it for the models and keeps it while
+    // its corners are the newest, for a capture at full resolution.
+    const bitmap = await createImageBitmap(el.video);
+    if (generation !== state.generation) { bitmap.close(); return; }
+    const r = await state.scanner.process(bitmap, state.crop, scheduled);
     if (generation !== state.generation) return; // stopped meanwhile: drop the result
-    overlay.draw(prob);
-    countFrame();
+    overlay.drawMask(r.mask);
+    if (r.found) {
+      filter.filter(r.corners, t0 / 1000, smoothed);
+      state.cornersAt = t0;
+      showCorners(smoothed);
+    } else if (scheduled) {
+      showCorners(null); // the corner model found no card, or the mask showed none to look at
+    } // else corners not scheduled on this frame: the shown ones stay until they are stale
+    state.frameMs = performance.now() - t0;
+    countFrame(r.ms);
   } catch (err) {
     if (generation !== state.generation) return; // a stopped session's error is not news
     showError(`Inference failed: ${err && err.message ? err.message : err}`);
     stop();
   } finally {
-    state.busy = false;
+    if (generation === state.generation) state.busy = false;
   }
 }
 
-function countFrame() {
+/** Shows the smoothed corners (or none): outline, data-points, the capture button, auto-capture. */
+function showCorners(points) {
+  state.hasCorners = Boolean(points);
+  if (!points) filter.reset();
+  overlay.drawOutline(points);
+  el.corners.dataset.points = formatPoints(points);
+  el.corners.textContent = points ? 'Card found' : 'No card';
+  el.capture.disabled = !points || state.capturing;
+  if (el.auto.checked && autoCapture.update(points, performance.now() / 1000)) capture();
+  else if (!el.auto.checked) autoCapture.reset();
+}
+
+function timestamp(date) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}${p(date.getMonth() + 1)}${p(date.getDate())}-`
+    + `${p(date.getHours())}${p(date.getMinutes())}${p(date.getSeconds())}`;
+}
+
+async function capture() {
+  if (state.capturing || !state.scanner || !state.hasCorners) return;
+  state.capturing = true;
+  el.capture.disabled = true;
+  try {
+    const scan = await state.scanner.capture(SCAN_TYPE, SCAN_QUALITY);
+    showScan(scan.blob);
+  } catch (err) {
+    showError(`Capture failed: ${err && err.message ? err.message : err}`);
+  } finally {
+    state.capturing = false;
+    el.capture.disabled = !state.hasCorners;
+  }
+}
+
+/** The newest scan in the one img/link with test ids; the one before it moves to the strip. */
+function showScan(blob) {
+  const previous = el.scan.getAttribute('src');
+  if (previous) {
+    const link = document.createElement('a');
+    link.href = previous;
+    link.download = el.download.download;
+    const img = document.createElement('img');
+    img.src = previous;
+    img.alt = `Scan ${el.download.download}`;
+    link.append(img);
+    el.strip.prepend(link);
+    while (el.strip.children.length > MAX_OLDER_SCANS) {
+      const old = el.strip.lastElementChild;
+      URL.revokeObjectURL(old.href);
+      old.remove();
+    }
+  }
+  const url = URL.createObjectURL(blob);
+  const name = `card-${timestamp(new Date())}.${blob.type === 'image/png' ? 'png' : 'jpg'}`;
+  el.scan.src = url;
+  el.download.href = url;
+  el.download.download = name;
+  el.download.textContent = `Download ${name}`;
+  el.scans.hidden = false;
+}
+
+/**
+ * Frames per second over FPS_WINDOW_MS. data-inference-ms / data-frame-ms on the FPS element: the
+ * window's mean model time per frame (session.run of both models) and whole round trip per frame,
+ * for the benchmark and the tooltip.
+ */
+function countFrame(ms) {
   const now = performance.now();
   state.fpsCount += 1;
+  state.frames += 1;
+  el.fps.dataset.frames = state.frames; // frames analysed since the page opened (tests wait on it)
+  state.inferenceSum += ms.segmentation + ms.corners;
+  state.frameSum += state.frameMs;
   const elapsed = now - state.fpsStart;
   if (elapsed >= FPS_WINDOW_MS) {
-    el.fps.textContent = ((state.fpsCount * 1000) / elapsed).toFixed(1);
+    const n = state.fpsCount;
+    el.fps.textContent = ((n * 1000) / elapsed).toFixed(1);
+    el.fps.dataset.inferenceMs = (state.inferenceSum / n).toFixed(1);
+    el.fps.dataset.frameMs = (state.frameSum / n).toFixed(1);
+    el.fps.title = `per frame, mean of the last ${n}: models ${el.fps.dataset.inferenceMs} ms, `
+      + `whole round trip ${el.fps.dataset.frameMs} ms`;
     state.fpsCount = 0;
+    state.inferenceSum = 0;
+    state.frameSum = 0;
     state.fpsStart = now;
   }
 }
@@ -131,8 +261,11 @@ function countFrame() {
 function startLoop() {
   if (state.running || !state.ready) return;
   state.running = true;
+  state.busy = false;
   state.lastMediaTime = -1;
   state.fpsCount = 0;
+  state.inferenceSum = 0;
+  state.frameSum = 0;
   state.fpsStart = performance.now();
   scheduleFrame();
 }
@@ -141,6 +274,8 @@ function stopLoop() {
   state.running = false;
   state.generation += 1;
   cancelFrame();
+  showCorners(null);
+  if (state.scanner) state.scanner.forget();
 }
 
 function stop() {
@@ -173,13 +308,14 @@ async function start() {
   stop();
   el.start.disabled = true;
   try {
-    setStatus('Loading the model…');
-    const segPromise = getSegmenter();
+    setStatus('Loading the models…');
+    const scannerPromise = getScanner();
     setStatus('Opening the camera…');
     const cam = await openCamera(el.video, el.select.value || undefined);
     state.stream = cam.stream;
     applyCrop();
-    await segPromise;
+    setStatus('Loading the models…');
+    await scannerPromise;
     setStatus('');
     el.start.textContent = 'Restart';
     state.ready = true;
@@ -187,10 +323,7 @@ async function start() {
   } catch (err) {
     stop();
     setStatus('');
-    if (err instanceof CameraError) showError(err.message);
-    else if (err && err.kind === 'model') showError(`${err.message} Check that the server can see train/exported_models/.`);
-    else showError(err && err.message ? err.message : String(err));
-    if (err && err.kind === 'model') state.segmenterPromise = null; // let the next Start retry the download
+    showError(err instanceof CameraError ? err.message : modelError(err));
   } finally {
     state.starting = false;
     el.start.disabled = false;
@@ -201,10 +334,27 @@ async function start() {
   }
 }
 
+function remember(deviceId) {
+  try {
+    localStorage.setItem(CAMERA_KEY, deviceId);
+  } catch (err) {
+    // Storage refused (private mode, quota): the choice is simply not remembered.
+  }
+}
+
+function remembered() {
+  try {
+    return localStorage.getItem(CAMERA_KEY) || '';
+  } catch (err) {
+    return '';
+  }
+}
+
 async function init() {
   try {
     const cams = await listCameras();
     el.select.replaceChildren(...cams.map((c) => new Option(c.label, c.deviceId)));
+    el.select.value = pickCamera(cams, remembered());
     el.select.disabled = false;
     el.start.disabled = false;
     setStatus('Choose a camera and press Start.');
@@ -212,14 +362,15 @@ async function init() {
     setStatus('');
     showError(err.message);
   }
-  getSegmenter().catch((err) => {
-    if (err.kind === 'model') state.segmenterPromise = null; // Start downloads it again
-    showError(err.kind === 'model' ? `${err.message} Check that the server can see train/exported_models/.` : err.message);
-  });
+  getScanner().catch((err) => showError(modelError(err)));
 }
 
 el.start.addEventListener('click', start);
-el.select.addEventListener('change', () => { if (state.stream || state.starting) start(); }); // switch camera
+el.select.addEventListener('change', () => {
+  remember(el.select.value);
+  if (state.stream || state.starting) start(); // switch camera
+});
+el.capture.addEventListener('click', capture);
 // A phone turned mid-stream changes the frame size: recompute the crop.
 el.video.addEventListener('resize', () => { if (state.stream && el.video.videoWidth) applyCrop(); });
 document.addEventListener('visibilitychange', () => {

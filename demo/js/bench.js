@@ -1,35 +1,104 @@
-// Bare WASM inference timing for demo/benchmark.py: one model variant, one thread count per page
-// load (onnxruntime-web fixes the thread count when its WASM module starts).
+// Bare inference timing for demo/benchmark.py, WASM, one thread count per page load
+// (onnxruntime-web fixes the thread count when its WASM module starts). Two modes:
+//   ?models=a,b,c&threads=2&runs=20     model files of /models/, timed in interleaved rounds (the
+//                                        order rotates every round), each with its own input name
+//   ?schedule=worker|main&cornersEvery=1&threads=2&runs=20
+//                                        the app's scheduled work (frame-worker.js: segmentation,
+//                                        then the corner model every N rounds), in the app's worker
+//                                        or on the page's main thread
+// Both also count the page's animation frames meanwhile: how smooth the page stays. Results in
+// window.benchResult.
 
-import * as ort from '/ort/ort.webgpu.min.mjs';
-import { MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
+import { chooseBackends, createInput, loadModelList, Model, timeSchedule } from './inference.js';
+import { Scanner } from './scanner.js';
 
 const params = new URLSearchParams(self.location.search);
-const model = params.get('model') || 'card_segmentation_fp32';
 const threads = Number(params.get('threads') || 1);
 const runs = Number(params.get('runs') || 20);
 const warmup = Number(params.get('warmup') || 3);
 
-async function main() {
-  ort.env.wasm.wasmPaths = new URL('/ort/', self.location.href).href;
-  ort.env.wasm.numThreads = threads;
-  const session = await ort.InferenceSession.create(`/models/${model}.onnx`, { executionProviders: ['wasm'] });
-  const input = new Float32Array(3 * MODEL_WIDTH * MODEL_HEIGHT);
-  for (let i = 0; i < input.length; i += 1) input[i] = (i % 255) / 255;
-  const feeds = { image: new ort.Tensor('float32', input, [1, 3, MODEL_HEIGHT, MODEL_WIDTH]) };
-  const times = [];
-  for (let i = 0; i < warmup + runs; i += 1) {
-    const t0 = performance.now();
-    await session.run(feeds);
-    if (i >= warmup) times.push(performance.now() - t0);
-  }
-  times.sort((a, b) => a - b);
-  const median = times[Math.floor(times.length / 2)];
-  return {
-    model, threads, runs, median_ms: median, fps: 1000 / median, min_ms: times[0],
-    crossOriginIsolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency,
+function stats(times) {
+  const sorted = [...times].sort((a, b) => a - b);
+  const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]
+    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return { median_ms: median, mean_ms: mean, min_ms: sorted[0], fps: 1000 / median, runs: sorted.length };
+}
+
+/** Counts animation frames until stopped: {fps, max_gap_ms} (the longest the page could not paint). */
+function watchFrames() {
+  let count = 0; let last = performance.now(); let maxGap = 0; let on = true;
+  const start = last;
+  const tick = (now) => {
+    if (!on) return;
+    count += 1;
+    maxGap = Math.max(maxGap, now - last);
+    last = now;
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+  return () => {
+    on = false;
+    return { page_fps: (count * 1000) / (performance.now() - start), max_frame_gap_ms: maxGap };
   };
 }
 
-main().then((r) => { self.benchResult = r; }, (err) => { self.benchResult = { error: String(err) }; })
+async function benchModels(names) {
+  const attempts = await chooseBackends({ threads, wasmOnly: true });
+  const input = createInput(); // the probe picture from Model.create stays in it: a card frame
+  const models = [];
+  for (const name of names) models.push(await Model.create({ fp32: `/models/${name}.onnx` }, attempts, input));
+  const times = names.map(() => []);
+  const stop = watchFrames();
+  for (let round = 0; round < warmup + runs; round += 1) {
+    for (let k = 0; k < models.length; k += 1) {
+      const m = (round + k) % models.length; // first model rotates: no model always runs first
+      const t0 = performance.now();
+      await models[m].run();
+      if (round >= warmup) times[m].push(performance.now() - t0);
+    }
+  }
+  const page = stop();
+  return {
+    mode: 'models',
+    rows: names.map((name, m) => ({ model: name, input: models[m].inputName, ...stats(times[m]) })),
+    ...page,
+  };
+}
+
+async function benchSchedule(where, cornersEvery) {
+  let times;
+  let stop;
+  if (where === 'worker') {
+    const scanner = await Scanner.create({ threads, wasmOnly: true });
+    stop = watchFrames();
+    times = await scanner.bench(runs, warmup, cornersEvery);
+    scanner.worker.terminate();
+  } else {
+    const urls = await loadModelList();
+    const attempts = await chooseBackends({ threads, wasmOnly: true });
+    const input = createInput();
+    const segmentation = await Model.create(urls.segmentation, attempts, input);
+    const corners = await Model.create(urls.corners, attempts, input);
+    stop = watchFrames();
+    times = await timeSchedule(segmentation, corners, { runs, warmup, cornersEvery });
+  }
+  const page = stop();
+  return {
+    mode: 'schedule', where, cornersEvery,
+    total: stats(times.total), segmentation: stats(times.segmentation),
+    corners: times.corners.length ? stats(times.corners) : null,
+    ...page,
+  };
+}
+
+async function main() {
+  const schedule = params.get('schedule');
+  const result = schedule
+    ? await benchSchedule(schedule, Number(params.get('cornersEvery') ?? 1))
+    : await benchModels((params.get('models') || 'card_segmentation_fp32').split(','));
+  return { ...result, threads, crossOriginIsolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency };
+}
+
+main().then((r) => { self.benchResult = r; }, (err) => { self.benchResult = { error: String(err && err.message ? err.message : err) }; })
   .finally(() => { document.querySelector('#out').textContent = JSON.stringify(self.benchResult, null, 1); });

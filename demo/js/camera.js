@@ -7,6 +7,9 @@ export const RESOLUTIONS = [
 ];
 
 const METADATA_TIMEOUT_MS = 10000;
+// Android labels cameras "camera2 0, facing back"; iOS "Back Camera", "Back Ultra Wide Camera".
+const REAR_LABEL = /\b(back|rear|environment|world)\b/i;
+const FRONT_LABEL = /\b(front|user|facetime|selfie)\b/i;
 
 /** An error whose message is meant for the page, in plain words. */
 export class CameraError extends Error {
@@ -50,7 +53,34 @@ export async function listCameras() {
   const devices = await navigator.mediaDevices.enumerateDevices();
   const cams = devices.filter((d) => d.kind === 'videoinput');
   if (cams.length === 0) throw new CameraError('absent', 'No camera was found. Connect a camera and reload.');
-  return cams.map((d, i) => ({ deviceId: d.deviceId, label: d.label || `Camera ${i + 1}` }));
+  return cams.map((d, i) => ({ deviceId: d.deviceId, label: d.label || `Camera ${i + 1}`, facing: facingOf(d) }));
+}
+
+/** 'environment', 'user' or '' from the device's capabilities (Chromium) or its label (others). */
+function facingOf(device) {
+  let modes = [];
+  try {
+    modes = (device.getCapabilities && device.getCapabilities().facingMode) || [];
+  } catch (err) {
+    modes = []; // getCapabilities throws on some browsers before permission: the label decides
+  }
+  if (modes.includes('environment')) return 'environment';
+  if (modes.includes('user')) return 'user';
+  if (REAR_LABEL.test(device.label)) return 'environment';
+  if (FRONT_LABEL.test(device.label)) return 'user';
+  return '';
+}
+
+/**
+ * The camera to preselect: the one chosen last time (its deviceId, when still listed), else the
+ * first rear camera (a phone's main camera, pointing at the card), else the first listed.
+ * cams: [{deviceId, label, facing}]. Returns a deviceId, or '' for an empty list.
+ */
+export function pickCamera(cams, rememberedId) {
+  if (cams.length === 0) return '';
+  if (rememberedId && cams.some((c) => c.deviceId === rememberedId)) return rememberedId;
+  const rear = cams.find((c) => c.facing === 'environment');
+  return (rear || cams[0]).deviceId;
 }
 
 /**

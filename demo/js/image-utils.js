@@ -1,4 +1,4 @@
-// Pure pixel helpers shared by the app and the tests (no DOM access here).
+// Pure helpers shared by the app, the worker and the tests: the crop, pixel loops, output checks (no DOM).
 
 export const MODEL_WIDTH = 480;
 export const MODEL_HEIGHT = 640;
@@ -72,4 +72,20 @@ export class ImageUtils {
     }
     return nonzero;
   }
+}
+
+/**
+ * Why a first inference is unusable, or '': a non-finite value in any output, or the first output
+ * (the model's main answer: the mask, the corner detector's candidates) all exactly zero, as FP16 on
+ * WebGPU without shader-f16 gives. Later outputs may be all zero by design (the corner model's
+ * `fallback` flags).
+ */
+export function firstOutputProblem(names, outputs) {
+  for (const name of names) {
+    const data = outputs[name].data;
+    for (let i = 0; i < data.length; i += 1) {
+      if (!Number.isFinite(data[i])) return `output '${name}' has a non-finite value`;
+    }
+  }
+  return ImageUtils.isPlausibleOutput(outputs[names[0]].data) ? '' : `output '${names[0]}' is all zeros`;
 }

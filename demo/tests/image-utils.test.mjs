@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ImageUtils } from '../js/image-utils.js';
+import { firstOutputProblem, ImageUtils } from '../js/image-utils.js';
 
 function check(width, height, expected) {
   const c = ImageUtils.centeredCrop34(width, height);
@@ -73,4 +73,12 @@ test('isPlausibleOutput rejects zeros and NaN', () => {
   assert.equal(ImageUtils.isPlausibleOutput(new Float32Array(4)), false);
   assert.equal(ImageUtils.isPlausibleOutput(new Float32Array([0, NaN, 1, 0])), false);
   assert.equal(ImageUtils.isPlausibleOutput(new Float32Array([0, 1e-6, 0, 0])), true);
+});
+
+test('firstOutputProblem: NaN anywhere, or the first output all zeros; later zeros are fine', () => {
+  const out = (a, b) => ({ output0: { data: new Float32Array(a) }, fallback: { data: new Float32Array(b) } });
+  const names = ['output0', 'fallback'];
+  assert.equal(firstOutputProblem(names, out([0, 0.3], [0, 0])), '');
+  assert.match(firstOutputProblem(names, out([0, 0], [1, 0])), /'output0' is all zeros/);
+  assert.match(firstOutputProblem(names, out([0, 0.3], [NaN, 0])), /'fallback' has a non-finite value/);
 });

@@ -80,7 +80,7 @@ STAGE_OUTPUTS = [REFINED_OUTPUT, SCORE_OUTPUT, VISIBILITY_OUTPUT, FALLBACK_OUTPU
 
 def refine_stage_onnx(refiner, opset: int) -> onnx.ModelProto:
     """corners.refine.DecodeAndRefine as an FP32 ONNX graph: inputs `images` and `output0` (named as
-    the detector's input and output, so appending it wires itself), outputs `corners`, `score`."""
+    the detector's input and output, so appending it wires itself), outputs STAGE_OUTPUTS."""
     stage = DecodeAndRefine(refiner).float().eval()
     images = torch.zeros(1, 3, IMAGE_HEIGHT, IMAGE_WIDTH)
     output0 = torch.zeros(1, 5 + 3 * NUM_CORNERS, NUM_ANCHORS)

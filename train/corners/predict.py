@@ -29,12 +29,13 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "images"
 RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT = "output0", "corners", "score"
 # Diagnostics of the refine stage (corners/refine.finish_corners): per corner, the probability that
-# it is in sight, and 1 where its sides' meeting point replaced it.
+# it is in sight, and the weight (0..1) of its sides' meeting point in it.
 VISIBILITY_OUTPUT, FALLBACK_OUTPUT = "visibility", "fallback"
 
 # (B, 640, 480, 3) uint8 RGB -> corners (B, K, 2) in pixel-centre coordinates, card confidence (B,);
 # the function's `refined` attribute says whether the corners went through the refiner, and after a
-# refined call its `last_fallback` attribute holds (B, K) 1 where a hidden corner was placed by its sides.
+# refined call its `last_fallback` attribute holds (B, K) the weight of the sides' meeting point in
+# each corner (None for a file without that output).
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -98,7 +99,7 @@ def onnx_runner(path: str, threads: int = 0, refine: bool = True) -> Runner:
             corners.append(c.numpy() - 0.5)
             scores.append(s.numpy())
         if refined:
-            run.last_fallback = np.concatenate(fallbacks)
+            run.last_fallback = np.concatenate(fallbacks) if has_fallback else None
         return np.concatenate(corners), np.concatenate(scores)
     run.refined = refined
     return run

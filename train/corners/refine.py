@@ -61,8 +61,12 @@ EDGE_FRACTIONS = (0.25, 0.5, 0.75)
 # to the next or between the FP16 and FP32 graphs.
 VISIBLE_THRESHOLD = 0.8
 VISIBLE_RAMP = 0.1
-# An edge line needs this much visible weight (two points' worth) to be trusted.
-MIN_EDGE_WEIGHT = 1.0
+# An edge point's weight in its side's line: its visibility mapped so that a point the network
+# calls hidden (below EDGE_WEIGHT_RAMP[0]) counts nothing and one it is sure of (above [1]) fully;
+# otherwise two points' sigmoid tails would let a hidden point on a thumb's outline tilt the line.
+EDGE_WEIGHT_RAMP = (0.3, 0.7)
+# A side's line needs this much weight (about two points in sight) to be trusted.
+MIN_EDGE_WEIGHT = 1.5
 # Two lines meeting at under asin(0.25) = 14 degrees intersect too unstably to place a corner.
 MIN_EDGE_SINE = 0.25
 # The intersection must stay this close to the refined corner: further, a side was mislocated.
@@ -192,8 +196,8 @@ def edge_frames(quad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def locate_edges(refiner: CornerRefiner, images: torch.Tensor, quad: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The card's four sides near the quad's: per side a line (point (B, 4, 2), unit direction
-    (B, 4, 2)) fitted to the edge points the refiner found and weighted by their visibility, and
-    that weight's total (B, 4), which says how much of the side was seen."""
+    (B, 4, 2)) fitted to the edge points the refiner found, weighted by their visibility (through
+    EDGE_WEIGHT_RAMP), and that weight's total (B, 4), which says how much of the side was seen."""
     b = quad.shape[0]
     points, rot = edge_frames(quad)                                               # (B, 4, T, 2), (B, 4, 2, 2)
     n = points.shape[2]
@@ -202,7 +206,8 @@ def locate_edges(refiner: CornerRefiner, images: torch.Tensor, quad: torch.Tenso
     offset, logit = refiner(crops)
     # Only y counts for an edge crop: how far below the crop centre the edge runs.
     dist = offset[:, 1].view(b, 4, n).to(quad.dtype)
-    weight = logit.view(b, 4, n).sigmoid().to(quad.dtype)
+    lo, hi = EDGE_WEIGHT_RAMP
+    weight = ((logit.view(b, 4, n).sigmoid().to(quad.dtype) - lo) / (hi - lo)).clamp(0, 1)
     u, v = rot[..., 0], rot[..., 1]                                               # (B, 4, 2)
     mid = (quad + quad[:, NEXT]) / 2
     # Edge points in the side's own frame around its midpoint: s along, o across (= the found edge).
@@ -269,16 +274,19 @@ def quad_is_card(quad: torch.Tensor, width: int, height: int) -> torch.Tensor:
             & (aspect <= MAX_ASPECT))
 
 
-def repair_quad(quad: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def repair_quad(quad: torch.Tensor, meet: torch.Tensor, use_meet: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 4, 2) quads -> the same with a reflex corner (a turn the wrong way: one corner inside the
-    triangle of the other three, which no card shows) replaced by `fallback` (B, 4, 2), its sides'
-    meeting point, or where that is not trustworthy, the parallelogram's fourth corner from its
-    neighbours (A + B - opposite): near a hidden corner under mild perspective."""
+    triangle of the other three, which no card shows) replaced, and (B, 4) bool which were.
+    The replacement is its sides' meeting point `meet` (B, 4, 2) where use_meet (B, 4) says it is
+    trustworthy and the corner is not already there, else the parallelogram's fourth corner from
+    its neighbours (A + B - opposite): near a hidden corner under mild perspective. A mask, not a
+    NaN marker: WebGPU shaders may assume floats are finite."""
     e = quad[:, NEXT] - quad
     reflex = _cross(e[:, PREV], e) <= 0                                          # (B, 4)
     parallelogram = quad[:, PREV] + quad[:, NEXT] - quad[:, [2, 3, 0, 1]]
-    fix = torch.where(torch.isfinite(fallback), fallback, parallelogram)
-    return torch.where(reflex[..., None], fix, quad)
+    fix = torch.where(use_meet[..., None], meet, parallelogram)
+    return torch.where(reflex[..., None], fix, quad), reflex
 
 
 def finish_corners(refiner: CornerRefiner, images: torch.Tensor, corners: torch.Tensor, score: torch.Tensor
@@ -292,8 +300,11 @@ def finish_corners(refiner: CornerRefiner, images: torch.Tensor, corners: torch.
     3. a hidden corner (visibility below VISIBLE_THRESHOLD, on a ramp; a corner outside the frame
        included) moves to where its two sides meet, when both sides were seen, they are not
        near-parallel and the point is within MAX_FALLBACK_SHIFT_PX of the refined corner;
-    4. put the quad in the annotations' order (untangles swapped corners), replace a reflex corner,
-       and set the score to 0 unless the result is a plausible card (quad_is_card)."""
+    4. put the quad in the annotations' order (untangles swapped corners), replace a reflex corner
+       (its fallback weight then reads 1), and set the score to 0 unless the result is a plausible
+       card (quad_is_card).
+    The ramp keeps a corner from jumping when its visibility crosses the threshold; the other
+    conditions (sides seen, angle, distance) are plain switches, rarely near their limits."""
     h, w = images.shape[-2:]
     refined, visible = refine_corners(refiner, images, corners)
     order = canonical_index(refined)
@@ -308,7 +319,9 @@ def finish_corners(refiner: CornerRefiner, images: torch.Tensor, corners: torch.
     order = canonical_index(quad)
     quad, meet, ok = take(quad, order), take(meet, order), take(ok.long(), order) > 0
     visible, fallback = take(visible, order), take(fallback, order)
-    quad = repair_quad(quad, torch.where(ok[..., None], meet, torch.full_like(meet, float("nan"))))
+    # A corner already moved to its meeting point cannot be repaired by moving it there again.
+    quad, repaired = repair_quad(quad, meet, ok & (fallback <= 0))
+    fallback = torch.where(repaired, torch.ones_like(fallback), fallback)
     score = torch.where(quad_is_card(quad, w, h), score, torch.zeros_like(score))
     return quad, score, visible, fallback
 

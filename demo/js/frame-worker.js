@@ -1,0 +1,185 @@
+// The inference worker: both models, the per-frame work and the scan warp, off the page's main
+// thread (on WASM a session.run blocks its thread for the whole inference; README, The web app).
+//
+// Messages in:  {type: 'init', threads?, wasmOnly?}
+//               {type: 'frame', id, bitmap: ImageBitmap (transferred, full camera frame),
+//                crop: {sx, sy, sw, sh}, corners: bool (scheduled on this frame)}
+//               {type: 'capture', id, mime, quality}
+//               {type: 'bench', id, runs, warmup, cornersEvery}   bare timing of the scheduled work
+//               {type: 'forget'}                     drop the kept frame (camera stopped)
+// Messages out: {type: 'ready', id, models: {name: {backend, precision, url}}}
+//               {type: 'result', id, mask: Float32Array (transferred), cardFraction, ran, found,
+//                corners: Float32Array(8) pixel-index | null, score, ms: {prep, segmentation, corners}}
+//               {type: 'scan', id, blob, width, height, quad, frame, warpMs}
+//                                                    quad: corners in the frame, frame: its size
+//               {type: 'bench', id, ...timings}
+//               {type: 'error', id, kind, message}
+
+import { readCorners } from './corners.js';
+import { cropToFrame, portraitOrder, SCAN_HEIGHT, SCAN_WIDTH, warpQuad } from './geometry.js';
+import { ImageUtils, MASK_THRESHOLD, MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
+import { chooseBackends, createInput, loadModelList, Model, timeSchedule } from './inference.js';
+
+// The corner model runs only when the mask holds at least this share of card pixels: a card at
+// the smallest size of the training data covers 15 % of the frame, so 2 % leaves a wide margin
+// for a card half out of view while skipping the corner model on empty frames.
+export const MIN_CARD_FRACTION = 0.02;
+const PIXELS = MODEL_WIDTH * MODEL_HEIGHT;
+
+// Allocated once: the model input canvas and the shared input tensor.
+const canvas = new OffscreenCanvas(MODEL_WIDTH, MODEL_HEIGHT);
+const ctx = canvas.getContext('2d', { willReadFrequently: true });
+let input = null;
+let models = null; // {segmentation: Model, corners: Model}
+let names = null; // output names: {mask, corners, score}
+const corners = new Float32Array(8);
+// The newest frame with corners: what a capture warps. bitmap is null when there is none.
+const kept = { bitmap: null, crop: { sx: 0, sy: 0, sw: 0, sh: 0 }, corners: new Float32Array(8) };
+let frameCanvas = null; // full-resolution copy of `kept` for reading its pixels, capture only
+let scanCanvas = null;
+let scanImage = null;
+
+function reply(message, transfer = []) {
+  self.postMessage(message, transfer);
+}
+
+function fail(id, err) {
+  reply({ type: 'error', id, kind: (err && err.kind) || 'inference', message: err && err.message ? err.message : String(err) });
+}
+
+function outputName(model, wanted) {
+  if (!model.outputNames.includes(wanted)) {
+    throw Object.assign(new Error(`${model.url} has no output '${wanted}' (outputs: ${model.outputNames.join(', ')}).`),
+      { kind: 'backend' });
+  }
+  return wanted;
+}
+
+async function init({ threads, wasmOnly }) {
+  const urls = await loadModelList();
+  const attempts = await chooseBackends({ threads, wasmOnly });
+  input = createInput();
+  const segmentation = await Model.create(urls.segmentation, attempts, input);
+  const cornerModel = await Model.create(urls.corners, attempts, input);
+  models = { segmentation, corners: cornerModel };
+  // The segmentation model has one output (its card probability); the corner model's answer is
+  // in its outputs named by the model card.
+  names = {
+    mask: segmentation.outputNames[0],
+    corners: outputName(cornerModel, 'corners'),
+    score: outputName(cornerModel, 'score'),
+  };
+  const info = {};
+  for (const [name, m] of Object.entries(models)) info[name] = { backend: m.backend, precision: m.precision, url: m.url };
+  return info;
+}
+
+/** Keeps `bitmap` (or none) with the crop and corners it was analysed with; closes the one before. */
+function keep(bitmap, crop, points) {
+  if (kept.bitmap) kept.bitmap.close();
+  kept.bitmap = bitmap;
+  if (!bitmap) return;
+  Object.assign(kept.crop, crop);
+  kept.corners.set(points);
+}
+
+/** Card pixels (p >= 0.5) as a share of the mask. */
+function cardFraction(mask) {
+  let n = 0;
+  for (let i = 0; i < mask.length; i += 1) if (mask[i] >= MASK_THRESHOLD) n += 1;
+  return n / mask.length;
+}
+
+async function processFrame({ id, bitmap, crop, corners: scheduled }) {
+  let owned = bitmap;
+  try {
+    const t0 = performance.now();
+    // The crop scaled into the 480x640 model input with one drawImage, as the model card says.
+    ctx.drawImage(bitmap, crop.sx, crop.sy, crop.sw, crop.sh, 0, 0, MODEL_WIDTH, MODEL_HEIGHT);
+    ImageUtils.rgbaToPlanar(ctx.getImageData(0, 0, MODEL_WIDTH, MODEL_HEIGHT).data, input.data, PIXELS);
+    const t1 = performance.now();
+    const seg = await models.segmentation.run();
+    const t2 = performance.now();
+    let mask = seg[names.mask].data; // Float32Array(640 * 480)
+    const fraction = cardFraction(mask);
+    let found = false;
+    let score = 0;
+    let ran = false;
+    let cornersMs = 0;
+    if (scheduled && fraction >= MIN_CARD_FRACTION) {
+      const t3 = performance.now();
+      const out = await models.corners.run();
+      cornersMs = performance.now() - t3;
+      ran = true;
+      score = out[names.score].data[0];
+      found = readCorners(out[names.corners].data, score, corners);
+    }
+    if (found) {
+      keep(bitmap, crop, corners);
+      owned = null; // kept for a capture; closed when the next frame with corners replaces it
+    } else if (ran || fraction < MIN_CARD_FRACTION) {
+      keep(null); // no card on this frame: nothing to capture
+    } // else corners not scheduled on this frame and the card still there: keep the last one
+    // A view of a larger buffer cannot be transferred whole: copy it (not the case on WASM).
+    if (mask.byteOffset !== 0 || mask.byteLength !== mask.buffer.byteLength) mask = mask.slice();
+    reply({
+      type: 'result', id, mask, cardFraction: fraction, ran, found,
+      corners: found ? corners : null, score, // postMessage copies corners
+      ms: { prep: t1 - t0, segmentation: t2 - t1, corners: cornersMs },
+    }, [mask.buffer]);
+  } finally {
+    if (owned) owned.close();
+  }
+}
+
+async function capture({ id, mime, quality }) {
+  if (!kept.bitmap) throw Object.assign(new Error('No card to capture.'), { kind: 'capture' });
+  // Everything up to convertToBlob runs before the next frame can replace (and close) `kept`.
+  const { bitmap, crop } = kept;
+  const frame = [bitmap.width, bitmap.height];
+  const quad = portraitOrder(cropToFrame(kept.corners, crop, MODEL_WIDTH, MODEL_HEIGHT));
+  // Full-resolution pixels of the frame the corners were computed on (capture only, not per frame).
+  if (!frameCanvas || frameCanvas.width !== bitmap.width || frameCanvas.height !== bitmap.height) {
+    frameCanvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  }
+  const fctx = frameCanvas.getContext('2d', { willReadFrequently: true });
+  fctx.drawImage(bitmap, 0, 0);
+  const src = fctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  if (!scanCanvas) {
+    scanCanvas = new OffscreenCanvas(SCAN_WIDTH, SCAN_HEIGHT);
+    scanImage = new ImageData(SCAN_WIDTH, SCAN_HEIGHT);
+  }
+  const t0 = performance.now();
+  warpQuad(src, quad, scanImage);
+  const warpMs = performance.now() - t0;
+  scanCanvas.getContext('2d').putImageData(scanImage, 0, 0);
+  const blob = await scanCanvas.convertToBlob({ type: mime, quality });
+  reply({ type: 'scan', id, blob, width: SCAN_WIDTH, height: SCAN_HEIGHT, quad, frame, warpMs });
+}
+
+/** Bare timings of the scheduled work on the current input (the probe picture after init). */
+async function bench({ id, runs, warmup, cornersEvery }) {
+  const times = await timeSchedule(models.segmentation, models.corners, { runs, warmup, cornersEvery });
+  reply({ type: 'bench', id, ...times });
+}
+
+async function handle(msg) {
+  try {
+    if (msg.type === 'init') reply({ type: 'ready', id: msg.id, models: await init(msg) });
+    else if (msg.type === 'frame') await processFrame(msg);
+    else if (msg.type === 'capture') await capture(msg);
+    else if (msg.type === 'bench') await bench(msg);
+    else if (msg.type === 'forget') keep(null);
+  } catch (err) {
+    if (msg.type === 'frame' && msg.bitmap) msg.bitmap.close();
+    fail(msg.id, err);
+  }
+}
+
+// Everything but a capture runs in arrival order, one at a time (the models share one input
+// tensor); a capture reads only the kept frame, so it need not wait for the frame in flight.
+let queue = Promise.resolve();
+self.onmessage = ({ data: msg }) => {
+  if (msg.type === 'capture') handle(msg);
+  else queue = queue.then(() => handle(msg));
+};
