@@ -6,6 +6,7 @@ where the dataset and the exported models live.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import tempfile
@@ -169,3 +170,23 @@ def parse_named_path(value: str, option: str) -> tuple[str, str]:
     if not os.path.isdir(path):
         raise DataError(f"{option} {name}: {path} is not a folder")
     return name, path
+
+
+def add_comparison_args(p: argparse.ArgumentParser, model: str) -> None:
+    """The export scripts' options for scoring further test splits and an earlier file of `model`
+    in the same command (the model card's before / after tables)."""
+    p.add_argument("--extra-eval", action="append", default=[], metavar="NAME=DIR",
+                   help="also score DIR's test split under NAME in the model card (repeatable), e.g. hard=/data/hard")
+    p.add_argument("--extra-eval-note", action="append", default=[], metavar="NAME=TEXT",
+                   help="how that split was made (its command), for the model card")
+    p.add_argument("--baseline", default=None, help=f"an earlier {model} .onnx scored on the same splits in the same "
+                   "command (before / after in the model card)")
+
+
+def comparison_args(args: argparse.Namespace) -> tuple[list[tuple[str, str]], str | None, dict[str, str]]:
+    """add_comparison_args' options checked: [(NAME, folder)], the baseline file or None, {NAME: note}."""
+    extra = [parse_named_path(v, "--extra-eval") for v in args.extra_eval]
+    baseline = resolve_path(args.baseline) if args.baseline else None
+    if baseline and not os.path.isfile(baseline):
+        raise DataError(f"--baseline {baseline}: model file not found")
+    return extra, baseline, dict(v.partition("=")[::2] for v in args.extra_eval_note)

@@ -18,7 +18,7 @@ import os
 import sys
 
 import model_card
-from common import DEFAULT_DATASET, EXPORT_DIR, DataError, parse_named_path, resolve_path, run_script
+from common import DEFAULT_DATASET, EXPORT_DIR, add_comparison_args, comparison_args, resolve_path, run_script
 from model import load_checkpoint_model
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
 from segmentation_export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
@@ -30,10 +30,7 @@ def main(args: argparse.Namespace) -> dict:
     ckpt_path = resolve_path(args.checkpoint)
     out_dir = resolve_path(args.output_dir)
     data_path = resolve_path(args.data_path)
-    extra = [parse_named_path(v, "--extra-eval") for v in args.extra_eval]
-    baseline = resolve_path(args.baseline) if args.baseline else None
-    if baseline and not os.path.isfile(baseline):
-        raise DataError(f"--baseline {baseline}: model file not found")
+    extra, baseline, notes = comparison_args(args)
     model, ckpt = load_checkpoint_model(ckpt_path)
     images = gate_images(data_path, args.gate_images)
     model = model.float().eval()
@@ -81,7 +78,7 @@ def main(args: argparse.Namespace) -> dict:
     if extra or baseline:
         # Every file (and the baseline, in this same command) on every named test split.
         meta["extra_eval"] = {name: path for name, path in extra}
-        meta["extra_eval_notes"] = dict(v.partition("=")[::2] for v in args.extra_eval_note)
+        meta["extra_eval_notes"] = notes
         scored = [(path, info) for path, info in files] + ([(baseline, meta.setdefault("baseline", {
             "file": os.path.basename(baseline), "sha256": sha256(baseline)}))] if baseline else [])
         splits = ([("test", resolve_path(args.eval_data_path or args.data_path))] if baseline else []) + extra
@@ -115,12 +112,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--skip-eval", action="store_true", help="no test-split metrics (faster)")
-    p.add_argument("--extra-eval", action="append", default=[], metavar="NAME=DIR",
-                   help="also report IoU on DIR's test split under NAME (repeatable), e.g. hard=/data/hard")
-    p.add_argument("--extra-eval-note", action="append", default=[], metavar="NAME=TEXT",
-                   help="how that split was made (its command), for the model card")
-    p.add_argument("--baseline", default=None, help="an earlier .onnx scored on the same splits in the same command "
-                   "(before / after in the model card)")
+    add_comparison_args(p, "segmentation")
     p.add_argument("--export-command", default=None, help=argparse.SUPPRESS)
     return p
 

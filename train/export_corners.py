@@ -45,7 +45,15 @@ import tempfile  # noqa: E402
 import onnx  # noqa: E402
 
 import model_card  # noqa: E402
-from common import DEFAULT_DATASET, EXPORT_DIR, DataError, parse_named_path, resolve_path, run_script  # noqa: E402
+from common import (  # noqa: E402
+    DEFAULT_DATASET,
+    EXPORT_DIR,
+    DataError,
+    add_comparison_args,
+    comparison_args,
+    resolve_path,
+    run_script,
+)
 from corners.export import (  # noqa: E402
     DEFAULT_OPSET,
     GATE_IMAGES,
@@ -121,7 +129,7 @@ def _rounded(m: dict) -> dict:
 
 
 def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval_note: str | None,
-                   extra: list[tuple[str, str]], baseline: str | None, notes: list[str]) -> None:
+                   extra: list[tuple[str, str]], baseline: str | None, notes: dict[str, str]) -> None:
     """The files' accuracy: each file's `corners` on the test split (and the detector alone for the
     FP16 file); then every named split (--extra-eval) for the FP16 file refined and not, its FP32
     twin, and the --baseline file, all in this one command."""
@@ -139,7 +147,7 @@ def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval
     if not (extra or baseline):
         return
     meta["extra_eval"] = dict(extra)
-    meta["extra_eval_notes"] = dict(v.partition("=")[::2] for v in notes)
+    meta["extra_eval_notes"] = notes
     runs = [(os.path.join(out_dir, f["file"]), f, True) for f in meta["files"]]
     if refined:
         runs.insert(1, (os.path.join(out_dir, meta["files"][0]["file"]), meta["files"][0], False))
@@ -183,10 +191,7 @@ def main(args: argparse.Namespace) -> dict:
     if not args.no_refine and args.opset < MIN_REFINER_OPSET:
         raise DataError(f"--opset {args.opset}: the refiner needs GridSample, opset {MIN_REFINER_OPSET} or later "
                         "(or export the detector alone with --no-refine)")
-    extra = [parse_named_path(v, "--extra-eval") for v in args.extra_eval]
-    baseline = resolve_path(args.baseline) if args.baseline else None
-    if baseline and not os.path.isfile(baseline):
-        raise DataError(f"--baseline {baseline}: model file not found")
+    extra, baseline, notes = comparison_args(args)
     model = load_pose_model(ckpt_path).model.float().eval()
     refiner_path = None if args.no_refine else resolve_path(args.refiner)
     refiner = load_refiner(refiner_path) if refiner_path else None
@@ -201,7 +206,7 @@ def main(args: argparse.Namespace) -> dict:
         meta["files"] = export_onnx_pair(args, ckpt_path, out_dir, model, refiner, images)
         if not args.skip_eval:
             evaluate_files(meta, out_dir, refiner is not None, resolve_path(args.eval_data_path or args.data_path),
-                           args.eval_dataset_note, extra, baseline, args.extra_eval_note)
+                           args.eval_dataset_note, extra, baseline, notes)
         with open(os.path.join(out_dir, args.name + ".json"), "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")
@@ -229,12 +234,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--eval-dataset-note", default=None, help="how that dataset was made, for the model card")
     p.add_argument("--training-note", default=None, help="how the checkpoint was trained, for the model card")
     p.add_argument("--refiner-note", default=None, help="how the refiner was trained, for the model card")
-    p.add_argument("--extra-eval", action="append", default=[], metavar="NAME=DIR",
-                   help="another dataset whose test split the model card reports (repeatable), e.g. hard=/tmp/hard")
-    p.add_argument("--extra-eval-note", action="append", default=[], metavar="NAME=TEXT",
-                   help="how that split was made, for the model card")
-    p.add_argument("--baseline", default=None, help="an earlier card_corners .onnx scored on the same splits in the "
-                   "same command")
+    add_comparison_args(p, "card_corners")
     p.add_argument("--gate-images", type=int, default=GATE_IMAGES)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)
