@@ -1,15 +1,22 @@
-"""Browser benchmark of the web app in headless Chromium (the same onnxruntime-web 1.22.0 files and
-server as the app, WASM): every model file alone, the app's scheduled per-frame work, and the app
-itself on a fake camera, all from one command so the rows compare like for like.
+"""Speed benchmark of the models and the web app: onnxruntime-web WASM in headless Chromium (the
+same onnxruntime-web 1.22.0 files and server as the app), native onnxruntime CPU, MACs and IoU of
+every file, and the app itself, all from one command so the rows compare like for like.
 
-    python demo/benchmark.py                              # every .onnx in train/exported_models
-    python demo/benchmark.py --models card_segmentation_fp32 card_corners_fp32 --threads 1 2 --runs 30
+    python demo/benchmark.py --threads 1 2 --iou-data unseen=dataset   # the README's tables
+    python demo/benchmark.py --models card_segmentation_fp32 card_corners_fp32 --runs 30 --skip-app
+    python demo/benchmark.py --models card_segmentation_fp32 --profile --skip-app   # per-operator profile
 
 Tables printed (Markdown, for the README):
-1. Each model file alone: median ms and FPS of session.run on a card-like 1x3x640x480 input, per
-   WASM thread count; the files are timed in interleaved rounds in one page (the order rotates each
-   round), each fed through the input name its session reports.
-2. The app: the work it schedules per frame (demo/js/frame-worker.js: segmentation, then the corner
+1. Each model file: Conv MACs, IoU on each --iou-data test split (segmentation files), and the
+   median ms of one 1x3x640x480 inference, per thread count, in WASM and natively (onnxruntime
+   CPU); the files take turns in interleaved rounds (the order rotates each round), and each time
+   is also given as a ratio of the frozen baseline's (the full FP16 model for WASM, the full FP32
+   one natively: the speed issue's targets), measured in the same rounds. The frozen baselines are
+   today's full model before the speed work (sha256 632f2aaf... FP16, f1e10ac2... FP32), taken
+   from git history and checked by hash, so they stay comparable whatever the committed files become.
+2. With --profile: onnxruntime-web's own per-operator profile (enableProfiling, WASM) of each
+   model file: time per operator type and the costliest nodes, per inference.
+3. The app: the work it schedules per frame (demo/js/frame-worker.js: segmentation, then the corner
    model when the mask shows a card), timed bare (session.run only) on the benchmark page, in the
    app's worker and on the page's main thread (the cost of the other cadences, segmentation alone
    and corners on every 2nd frame, is computed from the worker's rounds); then the app itself on a
@@ -25,9 +32,12 @@ fake camera comes from tests/fake_camera.py (the training stack's synthetic card
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
+import shlex
+import subprocess
 import sys
 import tempfile
 
@@ -35,7 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "train"))
 import demo  # noqa: E402
-from onnx_utils import machine_description  # noqa: E402
+from common import parse_named_path  # noqa: E402
+from onnx_utils import conv_macs, machine_description, onnx_latencies, sha256  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  "--disable-sync", "--mute-audio"]
@@ -51,6 +62,16 @@ SCHEDULES = [
     ("segmentation + corners, on the main thread (not used)", 1, "main"),
 ]
 
+# The speed issue's frozen baselines: the full model as committed before the speed work. Taken
+# from git history (commit, path) and checked by hash prefix.
+FROZEN_BASELINES = {
+    "frozen_full_fp16": ("d550c56", "train/exported_models/card_segmentation.onnx", "632f2aaf3140132f"),
+    "frozen_full_fp32": ("d550c56", "train/exported_models/card_segmentation_fp32.onnx", "f1e10ac2c19f1e68"),
+}
+# Reference of the ratio columns: WASM times against the frozen FP16 file, native against FP32.
+WASM_REFERENCE, NATIVE_REFERENCE = "frozen_full_fp16", "frozen_full_fp32"
+PROFILE_TOP_NODES = 8
+
 logger = logging.getLogger("benchmark")
 
 # Runs in the app's page once it shows a card (or its first FPS figure): waits `warmup` seconds,
@@ -60,6 +81,7 @@ APP_WATCH_JS = """async ([warmup, seconds]) => {
     const fpsEl = document.querySelector('[data-testid="fps"]');
     await new Promise((r) => setTimeout(r, warmup * 1000));
     const fps = []; const inference = []; const frame = [];
+    const stages = {grab: [], prep: [], post: [], draw: []};
     let frames = 0; let maxGap = 0; let last = performance.now(); let on = true;
     const tick = (now) => { if (!on) return; frames += 1; maxGap = Math.max(maxGap, now - last); last = now;
                             requestAnimationFrame(tick); };
@@ -70,9 +92,10 @@ APP_WATCH_JS = """async ([warmup, seconds]) => {
         fps.push(parseFloat(fpsEl.textContent));
         inference.push(parseFloat(fpsEl.dataset.inferenceMs));
         frame.push(parseFloat(fpsEl.dataset.frameMs));
+        for (const k of Object.keys(stages)) stages[k].push(parseFloat(fpsEl.dataset[k + 'Ms']));
     }
     on = false;
-    return {fps, inference, frame, page_fps: frames * 1000 / (performance.now() - t0), max_frame_gap_ms: maxGap,
+    return {fps, inference, frame, stages, page_fps: frames * 1000 / (performance.now() - t0), max_frame_gap_ms: maxGap,
             points: document.querySelector('[data-testid="corners"]').dataset.points};
 }"""
 
@@ -83,8 +106,10 @@ def _median(values: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
-def bench_page(browser, url: str, query: str) -> dict:
+def bench_page(browser, url: str, query: str, console: list[str] | None = None) -> dict:
     page = browser.new_page()
+    if console is not None:
+        page.on("console", lambda message: console.append(message.text))
     try:
         page.goto(f"{url}bench.html?{query}")
         page.wait_for_function("window.benchResult !== undefined", timeout=PAGE_TIMEOUT_MS)
@@ -94,6 +119,67 @@ def bench_page(browser, url: str, query: str) -> dict:
     if "error" in result:
         raise SystemExit(f"benchmark.py: bench.html?{query}: {result['error']}")
     return result
+
+
+def frozen_baselines(folder: str) -> dict[str, str]:
+    """{name: path} of the frozen baselines written into `folder` from git history; a missing commit
+    (a shallow clone) is a warning and leaves them out, a wrong hash is an error."""
+    out = {}
+    for name, (commit, path, digest) in FROZEN_BASELINES.items():
+        target = os.path.join(folder, name + ".onnx")
+        try:
+            with open(target, "wb") as f:
+                subprocess.run(["git", "-C", ROOT, "show", f"{commit}:{path}"], stdout=f, stderr=subprocess.PIPE,
+                               check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            logger.warning("frozen baseline %s left out: git show %s:%s failed (%s); a full clone has it",
+                           name, commit, path, getattr(e, "stderr", b"").decode().strip() or e)
+            os.remove(target)
+            continue
+        if not sha256(target).startswith(digest):
+            raise SystemExit(f"benchmark.py: {commit}:{path} is not the frozen baseline (sha256 {digest}...)")
+        out[name] = target
+    return out
+
+
+def summarise_profile(lines: list[str], skip_runs: int, top: int = PROFILE_TOP_NODES) -> dict:
+    """onnxruntime's trace events (one JSON object per console line, as onnxruntime-web prints them)
+    -> ms per inference by operator type and for the costliest nodes, the first `skip_runs` runs
+    (session start, warm-up) left out. Kernels run one after another, so their times add up to the
+    run's time but for the executor's own overhead, listed as "(between kernels)"."""
+    events = []
+    for line in lines:
+        line = line.strip().rstrip(",")
+        if line.startswith("{") and '"ph"' in line:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[skip_runs:]
+    if not runs:
+        raise ValueError(f"no profiled inference after the first {skip_runs} in {len(events)} trace events")
+    windows = [(r["ts"], r["ts"] + r["dur"]) for r in runs]
+    run_us = sum(r["dur"] for r in runs)
+    by_op, by_node, node_info = collections.Counter(), collections.Counter(), {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        if not any(a <= e["ts"] < b for a, b in windows):
+            continue
+        args = e.get("args", {})
+        node = name[:-len("_kernel_time")]
+        by_op[args.get("op_name", "?")] += e["dur"]
+        by_node[node] += e["dur"]
+        out_shape = next(iter((args.get("output_type_shape") or [{}])[0].values()), None)
+        node_info[node] = (args.get("op_name", "?"), out_shape)
+    n = len(runs)
+    ops = [{"op": op, "ms": us / n / 1000, "share": us / run_us} for op, us in by_op.most_common()]
+    between = run_us - sum(by_op.values())
+    ops.append({"op": "(between kernels)", "ms": between / n / 1000, "share": between / run_us})
+    nodes = [{"node": node, "op": node_info[node][0], "output_shape": node_info[node][1], "ms": us / n / 1000,
+              "share": us / run_us} for node, us in by_node.most_common(top)]
+    return {"runs": n, "run_ms": run_us / n / 1000, "ops": ops, "nodes": nodes}
 
 
 def run_app(playwright, chromium: str, url: str, camera: str, warmup: int, seconds: int, card: bool) -> dict:
@@ -122,6 +208,7 @@ def run_app(playwright, chromium: str, url: str, camera: str, warmup: int, secon
     if card and not r["points"]:
         raise SystemExit("benchmark.py: the app lost the card during the run")
     return {"fps": _median(r["fps"]), "inference_ms": _median(r["inference"]), "frame_ms": _median(r["frame"]),
+            "stages_ms": {k: _median(v) for k, v in r["stages"].items()},
             "fps_samples": r["fps"], "page_fps": r["page_fps"], "max_frame_gap_ms": r["max_frame_gap_ms"]}
 
 
@@ -130,53 +217,161 @@ def app_model_files() -> dict:
         return json.load(f)
 
 
+def is_segmentation(path: str) -> bool:
+    import onnx
+
+    return [o.name for o in onnx.load(path, load_external_data=False).graph.output] == ["mask"]
+
+
+def model_paths(args: argparse.Namespace, folder: str) -> dict[str, str]:
+    """{name: .onnx path} of every file to measure: the frozen baselines, --models, --extra-model."""
+    paths = {} if args.no_frozen else frozen_baselines(folder)
+    paths.update({m: os.path.join(demo.MODELS_DIR, m + ".onnx") for m in args.models})
+    for value in args.extra_model:
+        name, _, path = value.partition("=")
+        path = os.path.realpath(path)
+        if not name or not os.path.isfile(path) or "/" in name or name in paths:
+            raise SystemExit(f"benchmark.py: --extra-model {value!r}: expected a new NAME=FILE.onnx, the file existing")
+        paths[name] = path
+    return paths
+
+
+def file_facts(paths: dict[str, str], iou_data: list[tuple[str, str]], limit: int) -> dict:
+    """Size, hash, Conv MACs and (segmentation files) IoU on each test split of every file."""
+    from evaluate import evaluate_model
+
+    facts = {}
+    for name, path in paths.items():
+        try:
+            macs = conv_macs(path)
+        except ValueError as e:   # a Conv on a data-dependent size (the corner model's crops)
+            logger.info("%s: no MACs figure (%s)", name, e)
+            macs = None
+        f = facts[name] = {"sha256": sha256(path), "size_bytes": os.path.getsize(path), "macs": macs, "iou": {}}
+        if is_segmentation(path):
+            for split, data in iou_data:
+                f["iou"][split] = evaluate_model(path, data, "test", limit=limit, quiet=True)["iou"]
+                logger.info("%-36s IoU %.4f on %s", name, f["iou"][split], split)
+    return facts
+
+
+def serve_models(paths: dict[str, str], folder: str):
+    """The demo server with the app's models plus every measured file under /models/NAME.onnx."""
+    models_dir = os.path.join(folder, "models")
+    os.makedirs(models_dir)
+    for f in os.listdir(demo.MODELS_DIR):
+        if f.endswith(".onnx"):
+            os.symlink(os.path.join(demo.MODELS_DIR, f), os.path.join(models_dir, f))
+    for name, path in paths.items():
+        link = os.path.join(models_dir, name + ".onnx")
+        if not os.path.lexists(link):
+            os.symlink(path, link)
+    return demo.serve_in_thread(demo.create_app(models_dir=models_dir))
+
+
 def run(args: argparse.Namespace) -> dict:
     from playwright.sync_api import sync_playwright
 
     sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "train")]
     from fake_camera import make_camera_file
 
-    out = {"models": [], "schedules": {}, "app": {}, "machine": machine_description()}
-    with tempfile.TemporaryDirectory() as tmp, demo.serve_in_thread() as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            for n in args.threads:
-                r = bench_page(browser, url, f"models={','.join(args.models)}&threads={n}&runs={args.runs}")
-                for row in r["rows"]:
-                    row.update(threads=n, cores=r["cores"], crossOriginIsolated=r["crossOriginIsolated"])
-                    out["models"].append(row)
-                    logger.info("%-36s threads %d: median %7.1f ms  %5.1f FPS (min %.1f ms, input '%s')",
-                                row["model"], n, row["median_ms"], row["fps"], row["min_ms"], row["input"])
+    out = {"files": {}, "models": [], "native": [], "profiles": {}, "schedules": {}, "app": {},
+           "machine": machine_description(), "wasm_reference": WASM_REFERENCE, "native_reference": NATIVE_REFERENCE}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = model_paths(args, tmp)
+        names = list(paths)
+        out["files"] = file_facts(paths, args.iou_data, args.iou_limit)
+        # Native first, with the browser not yet started: the two never share the cores.
+        for n in args.threads:
+            for name, ms in zip(names, onnx_latencies([paths[m] for m in names], args.runs, threads=n)):
+                out["native"].append({"model": name, "threads": n, "median_ms": ms})
+                logger.info("%-36s native, threads %d: median %7.1f ms", name, n, ms)
+        with serve_models(paths, tmp) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                for n in args.threads:
+                    r = bench_page(browser, url, f"models={','.join(names)}&threads={n}&runs={args.runs}")
+                    for row in r["rows"]:
+                        row.update(threads=n, cores=r["cores"], crossOriginIsolated=r["crossOriginIsolated"])
+                        out["models"].append(row)
+                        logger.info("%-36s WASM, threads %d: median %7.1f ms  %5.1f FPS (min %.1f ms, input '%s')",
+                                    row["model"], n, row["median_ms"], row["fps"], row["min_ms"], row["input"])
+                if args.profile:
+                    for name in names:
+                        console = []
+                        r = bench_page(browser, url, f"profile={name}&threads={args.app_threads}&runs={args.runs}",
+                                       console)
+                        prof = out["profiles"][name] = summarise_profile(console, r["skipRuns"])
+                        logger.info("%-36s WASM profile, threads %d: %s", name, args.app_threads, ", ".join(
+                            f"{o['op']} {o['share']:.0%}" for o in prof["ops"][:5]))
+                if not args.skip_app:
+                    for where in ("worker", "main"):
+                        query = f"schedule={where}&cornersEvery=1&threads={args.app_threads}&runs={args.runs}"
+                        out["schedules"][where] = r = bench_page(browser, url, query)
+                        logger.info("segmentation + corners, %s: %.1f + %.1f ms per frame (means), page %.1f FPS",
+                                    where, r["segmentation"]["mean_ms"], r["corners"]["mean_ms"], r["page_fps"])
+            finally:
+                browser.close()
             if not args.skip_app:
-                for where in ("worker", "main"):
-                    out["schedules"][where] = r = bench_page(
-                        browser, url, f"schedule={where}&cornersEvery=1&threads={args.app_threads}&runs={args.runs}")
-                    logger.info("segmentation + corners, %s: %.1f + %.1f ms per frame (means), page %.1f FPS", where,
-                                r["segmentation"]["mean_ms"], r["corners"]["mean_ms"], r["page_fps"])
-        finally:
-            browser.close()
-        if not args.skip_app:
-            for key, card in (("card", True), ("no_card", False)):
-                cam = os.path.join(tmp, f"{key}.y4m")
-                make_camera_file(cam, 1280, 720, card=card)
-                a = out["app"][key] = run_app(p, args.chromium, url, cam, args.app_warmup, args.app_seconds, card)
-                logger.info("app, %s: %.1f FPS (samples %s); models %.1f ms, round trip %.1f ms per frame; page "
-                            "%.1f FPS", key, a["fps"], a["fps_samples"], a["inference_ms"], a["frame_ms"],
-                            a["page_fps"])
+                for key, card in (("card", True), ("no_card", False)):
+                    cam = os.path.join(tmp, f"{key}.y4m")
+                    make_camera_file(cam, 1280, 720, card=card)
+                    a = out["app"][key] = run_app(p, args.chromium, url, cam, args.app_warmup, args.app_seconds, card)
+                    logger.info("app, %s: %.1f FPS (samples %s); models %.1f ms, round trip %.1f ms per frame; page "
+                                "%.1f FPS", key, a["fps"], a["fps_samples"], a["inference_ms"], a["frame_ms"],
+                                a["page_fps"])
     return out
 
 
+def _time_cell(ms: float | None, ref: float | None) -> str:
+    if ms is None:
+        return "–"
+    return f"{ms:.1f}" + (f" ({ms / ref:.2f}x)" if ref else "")
+
+
+def model_table(out: dict) -> list[str]:
+    """Table 1: per file, MACs, IoU per split, WASM and native ms per thread count with ratios."""
+    threads = sorted({r["threads"] for r in out["models"]} | {r["threads"] for r in out["native"]})
+    wasm = {(r["model"], r["threads"]): r["median_ms"] for r in out["models"]}
+    native = {(r["model"], r["threads"]): r["median_ms"] for r in out["native"]}
+    splits = sorted({s for f in out["files"].values() for s in f["iou"]})
+    names = list(out["files"]) or sorted({m for m, _ in wasm})
+    head = ["model", "Conv GMACs"] + [f"IoU {s}" for s in splits] + \
+        [f"WASM {n} thr, ms (x {out['wasm_reference']})" for n in threads] + \
+        [f"native {n} thr, ms (x {out['native_reference']})" for n in threads]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        f = out["files"].get(name, {})
+        cells = [f"`{name}.onnx`", f"{f['macs'] / 1e9:.2f}" if f.get("macs") else "–"]
+        cells += [f"{f['iou'][s]:.4f}" if s in f.get("iou", {}) else "–" for s in splits]
+        cells += [_time_cell(wasm.get((name, n)), wasm.get((out["wasm_reference"], n))) for n in threads]
+        cells += [_time_cell(native.get((name, n)), native.get((out["native_reference"], n))) for n in threads]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def profile_tables(out: dict) -> list[str]:
+    lines = []
+    for name, prof in out["profiles"].items():
+        lines += ["", f"`{name}.onnx`, WASM profile: {prof['run_ms']:.1f} ms per inference over {prof['runs']} "
+                  "(profiling slows each kernel a little).", "",
+                  "| operator | ms | share |", "|---|---|---|"]
+        lines += [f"| {o['op']} | {o['ms']:.1f} | {o['share']:.1%} |" for o in prof["ops"]]
+        lines += ["", "| costliest nodes | operator | output shape | ms | share |", "|---|---|---|---|---|"]
+        lines += [f"| `{n['node']}` | {n['op']} | {n['output_shape']} | {n['ms']:.1f} | {n['share']:.1%} |"
+                  for n in prof["nodes"]]
+    return lines
+
+
 def markdown(out: dict) -> str:
-    lines = ["| model | input | WASM threads | median ms | FPS |", "|---|---|---|---|---|"]
-    for r in out["models"]:
-        lines.append(f"| `{r['model']}.onnx` | `{r['input']}` | {r['threads']} | {r['median_ms']:.1f} | "
-                     f"{r['fps']:.1f} |")
+    lines = [f"Machine: {out['machine']}.", ""] + model_table(out) + profile_tables(out)
     if out["schedules"]:
         files = app_model_files()
         lines += ["", f"App models on WASM: `{files['segmentation']['fp32']}`, `{files['corners']['fp32']}`.", "",
                   "| work per frame | where | bench: models ms per frame | bench: FPS | outline updates/s | "
-                  "app: models ms per frame | app: models-only FPS | app: end-to-end FPS | page FPS meanwhile |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "app: models ms per frame | app: models-only FPS | app: end-to-end FPS | end-to-end / models-only | "
+                  "page FPS meanwhile |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         app = {1: out["app"].get("card"), 0: out["app"].get("no_card")}
         worker = out["schedules"]["worker"]
         seg, cor = worker["segmentation"]["mean_ms"], worker["corners"]["mean_ms"]
@@ -187,12 +382,26 @@ def markdown(out: dict) -> str:
             fps = 1000 / ms
             outline = fps / every if every else 0
             e2e = app.get(every) if where != "main" else None
-            cells = [f"{e2e['inference_ms']:.1f}", f"{1000 / e2e['inference_ms']:.1f}", f"{e2e['fps']:.1f}"] \
-                if e2e else ["–", "–", "–"]
+            cells = [f"{e2e['inference_ms']:.1f}", f"{1000 / e2e['inference_ms']:.1f}", f"{e2e['fps']:.1f}",
+                     f"{e2e['fps'] * e2e['inference_ms'] / 1000:.2f}x"] if e2e else ["–"] * 4
             page = (f"{r['page_fps']:.0f} (bench)" if where != "derived" else "") \
                 + (f", {e2e['page_fps']:.0f} (app)" if e2e else "")
             lines.append(f"| {label} | {'worker' if where == 'derived' else where} | {ms:.1f} | {fps:.1f} | "
                          f"{outline:.1f} | " + " | ".join(cells) + f" | {page.strip(', ') or '–'} |")
+    if out["app"]:
+        lines += ["", "The app's frame, stage by stage (medians of the per-second means, ms): *grab* = "
+                  "createImageBitmap of the video frame, *prep* = the worker's crop, scale and RGBA -> planar "
+                  "input copy, *models* = session.run, *post* = the worker's loops over the outputs, *draw* = "
+                  "mask overlay and outline; *other* = the rest of the round trip (messages, transfers, waits).", "",
+                  "| frames | grab | prep | models | post | draw | other | round trip |", "|---" * 8 + "|"]
+        for key, label in (("card", "card in view"), ("no_card", "no card in view")):
+            a = out["app"].get(key)
+            if not a:
+                continue
+            st = a["stages_ms"]
+            other = a["frame_ms"] - a["inference_ms"] - sum(st.values())
+            lines.append(f"| {label} | {st['grab']:.1f} | {st['prep']:.1f} | {a['inference_ms']:.1f} | "
+                         f"{st['post']:.1f} | {st['draw']:.1f} | {other:.1f} | {a['frame_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -203,7 +412,9 @@ def main(args: argparse.Namespace) -> dict:
     missing = [m for m in args.models if not os.path.isfile(os.path.join(demo.MODELS_DIR, m + ".onnx"))]
     if missing:
         raise SystemExit(f"benchmark.py: no {', '.join(m + '.onnx' for m in missing)} in {demo.MODELS_DIR}")
+    args.iou_data = [parse_named_path(v, "--iou-data") for v in args.iou_data]
     out = run(args)
+    out["command"] = "python demo/benchmark.py " + shlex.join(sys.argv[1:])
     print(markdown(out))
     if args.json:
         with open(args.json, "w") as f:
@@ -215,7 +426,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="onnxruntime-web WASM benchmark of the web app in headless Chromium",
                                 add_help=add_help)
     p.add_argument("--models", nargs="*", default=None, help="model base names (default: all in exported_models)")
-    p.add_argument("--threads", type=int, nargs="+", default=[2], help="WASM thread counts for the model table")
+    p.add_argument("--extra-model", action="append", default=[], metavar="NAME=FILE",
+                   help="also measure this .onnx file under NAME (repeatable): a candidate, an older file")
+    p.add_argument("--no-frozen", action="store_true", help="leave out the frozen baselines (and the ratio columns)")
+    p.add_argument("--iou-data", action="append", default=[], metavar="NAME=DIR",
+                   help="score every segmentation file on DIR's test split under NAME (repeatable)")
+    p.add_argument("--iou-limit", type=int, default=0, help="only the first N images of each split (0 = all)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="thread counts for the model table, WASM and native")
+    p.add_argument("--profile", action="store_true",
+                   help="also onnxruntime-web's per-operator WASM profile of every file (at --app-threads)")
     p.add_argument("--app-threads", type=int, default=2,
                    help="WASM threads for the app rows (the app uses all cores up to 4)")
     p.add_argument("--runs", type=int, default=20, help="timed rounds per page (after 3 warm-up rounds)")

@@ -364,3 +364,25 @@ def test_bench_page_feeds_every_model_its_own_input_name(playwright, server):
     for name, input_name in inputs.items():
         assert input_name == ("images" if name.startswith("card_corners") else "image"), inputs
     assert all(r["median_ms"] > 0 for r in result["rows"])
+
+
+def test_bench_page_profiles_a_model_per_operator(playwright, server):
+    """benchmark.py --profile: onnxruntime-web's trace of the deployed WASM model comes through the
+    page's console and sums to its inference time, convolutions first, with the rewritten head
+    (a Sigmoid, no Softmax)."""
+    sys.path.insert(0, demo.DEMO_DIR)
+    import benchmark
+
+    browser = _launch(playwright, [])
+    console = []
+    try:
+        result = benchmark.bench_page(browser, server, "profile=card_segmentation_fp32&threads=2&runs=2&warmup=0",
+                                      console)
+    finally:
+        browser.close()
+    prof = benchmark.summarise_profile(console, result["skipRuns"])
+    assert prof["runs"] == 2
+    ops = {o["op"]: o["share"] for o in prof["ops"]}
+    assert sum(ops.values()) == pytest.approx(1.0)
+    assert "Softmax" not in ops and ops.get("Sigmoid", 0) > 0
+    assert max(ops, key=ops.get) in ("Conv", "FusedConv") and ops.get("Conv", 0) + ops.get("FusedConv", 0) > 0.5

@@ -44,17 +44,81 @@ def test_export_passes_gate_and_has_contract(small_model, tiny_dataset, tmp_path
     assert (out.name, out.shape, out.type) == ("mask", [1, 1, 640, 480], "tensor(float)")
 
 
+def _confident(model):
+    """A copy whose classifier is scaled up, so its probabilities span 0..1 rather than sit at 0.5."""
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for conv in (m.net.classifier.low_classifier, m.net.classifier.high_classifier):
+            conv.weight.mul_(1000)
+            conv.bias.zero_()
+    return m.eval()
+
+
+def test_head_rewrite_is_the_softmax_definition(small_model):
+    """sigmoid(resize(l1 - l0)) with the difference folded into the classifier == softmax(...)[:, 1]."""
+    model = _confident(small_model)
+    x = torch.rand(2, 3, 160, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = segmentation_export.reference_probability(model, x)
+        got = segmentation_export.ExportWrapper(model)(x)
+    assert got.shape == ref.shape == (2, 1, 160, 120)
+    assert ref.min() < 0.1 and ref.max() > 0.9   # the comparison covers the whole range
+    assert float((got - ref).abs().max()) < 1e-5
+    # The folded copy leaves the caller's model alone.
+    assert small_model.net.classifier.low_classifier.out_channels == 2
+
+
+def test_head_rewrite_refuses_a_model_without_the_lraspp_head():
+    with pytest.raises(TypeError, match="LR-ASPP"):
+        segmentation_export.card_logit_model(torch.nn.Conv2d(3, 2, 1))
+
+
+def test_exported_graph_has_the_rewritten_head(small_model, tmp_path):
+    """No Softmax; the full-size Resize moves one channel and a Sigmoid makes the mask."""
+    path = str(tmp_path / "m.onnx")
+    segmentation_export.to_onnx(small_model, path, fp16=False)
+    graph = onnx.load(path).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Softmax" not in ops and ops[-2:] == ["Resize", "Sigmoid"]
+    classifier = [i for i in graph.initializer if len(i.dims) == 4 and i.dims[2:] == [1, 1] and i.dims[0] <= 2]
+    assert classifier and all(i.dims[0] == 1 for i in classifier)
+
+
+def test_conv_macs_of_an_exported_file_match_pytorch(small_model, tmp_path):
+    """onnx_utils.conv_macs (the benchmark's MACs column) counts what the network computes: the sum
+    over its Conv2d layers of output elements x (input channels / groups) x kernel area, FP16 or not."""
+    from onnx_utils import conv_macs
+
+    model = segmentation_export.card_logit_model(small_model)
+    macs = []
+
+    def hook(module, inputs, output):
+        kh, kw = module.kernel_size
+        macs.append(output.numel() * module.in_channels // module.groups * kh * kw)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.rand(1, 3, 640, 480))
+    for h in handles:
+        h.remove()
+    for fp16 in (False, True):
+        path = str(tmp_path / f"m{fp16}.onnx")
+        segmentation_export.to_onnx(small_model, path, fp16=fp16)
+        assert conv_macs(path) == sum(macs)
+
+
 def test_corrupted_export_fails_gate_and_leaves_no_file(small_model, tiny_dataset, tmp_path):
     images = segmentation_export.gate_images(tiny_dataset, 2)
     path = tmp_path / "bad.onnx"
     path.write_bytes(b"an older export that no longer matches")
 
     def corrupt(p):
-        # Flip the sign of the classifier's bias: a plausible-looking but wrong model.
+        # Scale and flip the classifier: a plausible-looking but wrong model.
         proto = onnx.load(p)
         for init in proto.graph.initializer:
             arr = onnx.numpy_helper.to_array(init)
-            if arr.ndim == 4 and arr.shape[0] == 2:   # the 2-class convolutions
+            if arr.ndim == 4 and arr.shape[0] == 1:   # the folded card-minus-background convolutions
                 init.CopyFrom(onnx.numpy_helper.from_array(-arr * 5, init.name))
         onnx.save(proto, p)
 
@@ -158,6 +222,12 @@ def test_committed_model_contract(path):
     (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
     assert (inp.name, inp.shape, inp.type) == ("image", [1, 3, 640, 480], "tensor(float)")
     assert (out.name, out.shape, out.type) == ("mask", [1, 1, 640, 480], "tensor(float)")
+
+
+@pytest.mark.parametrize("path", [COMMITTED, COMMITTED_FP32, COMMITTED_FULL, COMMITTED_FULL_FP32])
+def test_committed_model_has_the_rewritten_head(path):
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "Softmax" not in ops and "Sigmoid" in ops, f"{path}: exported before the head rewrite; re-export it"
 
 
 def test_committed_model_is_fp16_small_and_the_pruned_one():

@@ -89,7 +89,11 @@ model it came from is `card_segmentation_full*.onnx`.
 
 ### Output `mask`
 - float32 `[1, 1, {IMAGE_HEIGHT}, {IMAGE_WIDTH}]`: probability (0..1) that the pixel belongs to the card
-  (softmax of the two classes, class 1), pixel-aligned with the input.
+  (softmax of the two classes, class 1), pixel-aligned with the input. The graph computes it as
+  `sigmoid(resize(logit_card - logit_background))`, the class difference folded into the head's
+  classifier weights: the same values (a 2-class softmax is the sigmoid of the difference, bilinear
+  resizing is linear) without a Softmax and with a one-channel full-size Resize. The parity gate
+  compares it with the softmax of PyTorch's two logits.
 
 ### Preprocessing
 1. Take the largest centred 3:4 portrait crop of the camera frame (a landscape frame loses its
@@ -285,8 +289,9 @@ def _wasm_table(meta: dict, export_dir: str) -> list[str]:
     if not rows:
         return []
     threads = sorted({r["threads"] for r in rows})
-    lines = ["onnxruntime-web 1.22.0 WASM in headless Chromium, interleaved in one page (`python demo/benchmark.py "
-             f"--models {' '.join(sorted(names))} --threads {' '.join(map(str, threads))} --skip-app`; "
+    command = bench.get("command") or (f"python demo/benchmark.py --models {' '.join(sorted(names))} "
+                                       f"--threads {' '.join(map(str, threads))} --skip-app")
+    lines = [f"onnxruntime-web 1.22.0 WASM in headless Chromium, interleaved in one page (`{command}`; "
              f"{bench.get('machine', 'the machine above')}), median ms per run:", "",
              "| file | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in threads) + " |",
              "|---|" + "---|" * len(threads)]

@@ -75,6 +75,35 @@ def onnx_latencies(paths: list[str], runs: int = 20, warmup: int = 3, threads: i
     return [statistics.median(t) for t in times]
 
 
+def conv_macs(path: str) -> int:
+    """Multiply-accumulates of every Conv node of a single-input ONNX file at its declared input size.
+
+    Convolutions are nearly all of the work of both models (the rest is element-wise), so this is
+    the MACs figure of a file whatever produced it (a pruned, FP16 or frozen one). Output shapes
+    come from ONNX shape inference; a Conv whose weight is cast from FP16 is traced to its initializer.
+    """
+    import onnx
+
+    # data_prop: the head's Resize sizes are computed from Shape nodes; propagating them sizes what follows.
+    model = onnx.shape_inference.infer_shapes(onnx.load(path), data_prop=True)
+    graph = model.graph
+    weights = {i.name: list(i.dims) for i in graph.initializer}
+    cast_from = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast"}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(graph.value_info) + list(graph.output)}
+    total = 0
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        w = weights.get(node.input[1]) or weights.get(cast_from.get(node.input[1], ""))
+        out = shapes.get(node.output[0])
+        if not w or not out or 0 in out:
+            raise ValueError(f"{path}: cannot size Conv node {node.name!r} (weight or output shape unknown)")
+        # out (N, Cout, H, W), weight (Cout, Cin / groups, kH, kW)
+        total += int(np.prod(out)) * int(np.prod(w[1:]))
+    return total
+
+
 def machine_description() -> str:
     """CPU model and core count, recorded with every latency (machines differ 3-5x)."""
     cpu = platform.processor() or platform.machine()

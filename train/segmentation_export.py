@@ -8,6 +8,7 @@ The gate: onnx.checker (full check), then onnxruntime CPU against PyTorch FP32 o
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,15 +32,51 @@ GATE_MAX_PROB_DIFF = {"fp32": 1e-3, "fp16": 0.1}
 GATE_IMAGES = 8
 
 
+def card_logit_model(model: nn.Module) -> nn.Module:
+    """A copy of a CardSegmenter whose LR-ASPP head returns one channel: logit_card - logit_background.
+
+    The head ends in two 1x1 convolutions (low_classifier on the 1/8 features, high_classifier on
+    the upsampled 1/16 ones) whose sum is then resized bilinearly to the input size. Convolution
+    and bilinear resizing are linear, so the class difference can be taken first, in the weights:
+    w' = w[1] - w[0], b' = b[1] - b[0]. The copy computes (B, 1, H, W) = resize(l1 - l0) with one
+    output channel from the classifier on: half the classifier work and a 1-channel full-size Resize.
+    """
+    net = getattr(model, "net", None)
+    head = getattr(net, "classifier", None)
+    convs = [getattr(head, name, None) for name in ("low_classifier", "high_classifier")]
+    if not all(isinstance(c, nn.Conv2d) and c.out_channels == 2 and c.bias is not None for c in convs):
+        raise TypeError(f"{type(model).__name__} is not a 2-class LR-ASPP CardSegmenter: cannot fold its head")
+    folded = copy.deepcopy(model)
+    for name in ("low_classifier", "high_classifier"):
+        conv = getattr(folded.net.classifier, name)
+        diff = nn.Conv2d(conv.in_channels, 1, 1).to(conv.weight.device)
+        with torch.no_grad():
+            diff.weight.copy_(conv.weight[1:2] - conv.weight[0:1])
+            diff.bias.copy_(conv.bias[1:2] - conv.bias[0:1])
+        setattr(folded.net.classifier, name, diff)
+    return folded
+
+
 class ExportWrapper(nn.Module):
-    """(1, 3, H, W) RGB 0..1 -> (1, 1, H, W) card probability (softmax class 1)."""
+    """(1, 3, H, W) RGB 0..1 -> (1, 1, H, W) card probability, the head rewritten for speed.
+
+    softmax(resize(l))[:, 1] == sigmoid(resize(l1 - l0)): resizing is linear and a 2-class softmax
+    is the sigmoid of the logit difference. The graph so has no Softmax, and its full-size Resize
+    moves one channel instead of two (the Softmax was 30 % of the native CPU time of the pruned
+    model, the Resize 7 %). The parity gate compares this graph against reference_probability.
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        self.model = card_logit_model(model)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image).softmax(1)[:, 1:2]
+        return torch.sigmoid(self.model(image))
+
+
+def reference_probability(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB 0..1 -> (B, 1, H, W): the definition of the "mask" output, as in training."""
+    return model(image).softmax(1)[:, 1:2]
 
 
 def to_input(images: np.ndarray) -> np.ndarray:
@@ -69,9 +106,12 @@ def predict_onnx(path: str, images: np.ndarray, threads: int = 0) -> np.ndarray:
 
 @torch.inference_mode()
 def predict_torch(model: nn.Module, images: np.ndarray) -> np.ndarray:
-    """(N, 640, 480, 3) uint8 RGB -> (N, 640, 480) probabilities, PyTorch FP32."""
-    wrapper = ExportWrapper(model).eval().float()
-    return np.stack([wrapper(torch.from_numpy(x[None]))[0, 0].numpy() for x in to_input(images)])
+    """(N, 640, 480, 3) uint8 RGB -> (N, 640, 480) probabilities, PyTorch FP32, the softmax definition.
+
+    Deliberately not ExportWrapper: the gate then checks the head rewrite along with the export.
+    """
+    model = model.eval().float()
+    return np.stack([reference_probability(model, torch.from_numpy(x[None]))[0, 0].numpy() for x in to_input(images)])
 
 
 def parity_gate(path: str, model: nn.Module, images: np.ndarray, precision: str) -> dict:

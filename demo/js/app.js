@@ -74,6 +74,13 @@ const state = {
   frames: 0,
   inferenceSum: 0, // ms of session.run in the current FPS window
   frameSum: 0, // ms of whole frames in the current FPS window
+  // ms of the frame's other stages in the current FPS window (the benchmark reports them apart):
+  // grab = createImageBitmap of the video frame; prep = the worker's crop, scale and RGBA -> planar
+  // input copy; post = the worker's loops over the output (card fraction, corners); draw = the
+  // mask overlay and outline on the page. The rest of a round trip is messaging and waiting.
+  stageSums: { grab: 0, prep: 0, post: 0, draw: 0 },
+  grabMs: 0, // the current frame's
+  drawMs: 0,
   generation: 0, // bumps on every stop so stale callbacks do nothing
 };
 
@@ -149,9 +156,11 @@ async function infer(generation) {
     // The full camera frame goes to the worker, which crops it for the models and keeps it while
     // its corners are the newest, for a capture at full resolution.
     const bitmap = await createImageBitmap(el.video);
+    state.grabMs = performance.now() - t0;
     if (generation !== state.generation) { bitmap.close(); return; }
     const r = await state.scanner.process(bitmap, state.crop, scheduled);
     if (generation !== state.generation) return; // stopped meanwhile: drop the result
+    const tDraw = performance.now();
     overlay.drawMask(r.mask);
     if (r.found) {
       filter.filter(r.corners, t0 / 1000, smoothed);
@@ -160,7 +169,9 @@ async function infer(generation) {
     } else if (scheduled) {
       showCorners(null); // the corner model found no card, or the mask showed none to look at
     } // else corners not scheduled on this frame: the shown ones stay until they are stale
-    state.frameMs = performance.now() - t0;
+    const t1 = performance.now();
+    state.drawMs = t1 - tDraw;
+    state.frameMs = t1 - t0;
     countFrame(r.ms);
   } catch (err) {
     if (generation !== state.generation) return; // a stopped session's error is not news
@@ -234,7 +245,8 @@ function showScan(blob) {
 /**
  * Frames per second over FPS_WINDOW_MS. data-inference-ms / data-frame-ms on the FPS element: the
  * window's mean model time per frame (session.run of both models) and whole round trip per frame,
- * for the benchmark and the tooltip.
+ * for the benchmark and the tooltip; data-grab-ms, -prep-ms, -post-ms, -draw-ms: the other stages'
+ * means (state.stageSums).
  */
 function countFrame(ms) {
   const now = performance.now();
@@ -243,19 +255,34 @@ function countFrame(ms) {
   el.fps.dataset.frames = state.frames; // frames analysed since the page opened (tests wait on it)
   state.inferenceSum += ms.segmentation + ms.corners;
   state.frameSum += state.frameMs;
+  const sums = state.stageSums;
+  sums.grab += state.grabMs;
+  sums.prep += ms.prep;
+  sums.post += ms.post;
+  sums.draw += state.drawMs;
   const elapsed = now - state.fpsStart;
   if (elapsed >= FPS_WINDOW_MS) {
     const n = state.fpsCount;
     el.fps.textContent = ((n * 1000) / elapsed).toFixed(1);
     el.fps.dataset.inferenceMs = (state.inferenceSum / n).toFixed(1);
     el.fps.dataset.frameMs = (state.frameSum / n).toFixed(1);
+    el.fps.dataset.grabMs = (sums.grab / n).toFixed(2);
+    el.fps.dataset.prepMs = (sums.prep / n).toFixed(2);
+    el.fps.dataset.postMs = (sums.post / n).toFixed(2);
+    el.fps.dataset.drawMs = (sums.draw / n).toFixed(2);
     el.fps.title = `per frame, mean of the last ${n}: models ${el.fps.dataset.inferenceMs} ms, `
       + `whole round trip ${el.fps.dataset.frameMs} ms`;
     state.fpsCount = 0;
     state.inferenceSum = 0;
     state.frameSum = 0;
+    resetStageSums();
     state.fpsStart = now;
   }
+}
+
+function resetStageSums() {
+  const sums = state.stageSums;
+  sums.grab = 0; sums.prep = 0; sums.post = 0; sums.draw = 0;
 }
 
 function startLoop() {
@@ -266,6 +293,7 @@ function startLoop() {
   state.fpsCount = 0;
   state.inferenceSum = 0;
   state.frameSum = 0;
+  resetStageSums();
   state.fpsStart = performance.now();
   scheduleFrame();
 }

@@ -2,6 +2,9 @@
 // (onnxruntime-web fixes the thread count when its WASM module starts). Two modes:
 //   ?models=a,b,c&threads=2&runs=20     model files of /models/, timed in interleaved rounds (the
 //                                        order rotates every round), each with its own input name
+//   ?profile=a&threads=2&runs=10         onnxruntime's per-operator profile of one model file: the
+//                                        session runs with enableProfiling and writes its trace
+//                                        events to the console (benchmark.py collects and sums them)
 //   ?schedule=worker|main&cornersEvery=1&threads=2&runs=20
 //                                        the app's scheduled work (frame-worker.js: segmentation,
 //                                        then the corner model every N rounds), in the app's worker
@@ -66,6 +69,22 @@ async function benchModels(names) {
   };
 }
 
+async function profileModel(name) {
+  const attempts = await chooseBackends({ threads, wasmOnly: true });
+  const input = createInput();
+  // The probe run inside create() is the session's first model_run; warm-up runs follow.
+  const model = await Model.create({ fp32: `/models/${name}.onnx` }, attempts, input,
+    { sessionOptions: { enableProfiling: true } });
+  const times = [];
+  for (let round = 0; round < warmup + runs; round += 1) {
+    const t0 = performance.now();
+    await model.run();
+    if (round >= warmup) times.push(performance.now() - t0);
+  }
+  model.session.endProfiling(); // onnxruntime-web prints the trace events with console.log
+  return { mode: 'profile', model: name, input: model.inputName, skipRuns: 1 + warmup, ...stats(times) };
+}
+
 async function benchSchedule(where, cornersEvery) {
   let times;
   let stop;
@@ -94,9 +113,10 @@ async function benchSchedule(where, cornersEvery) {
 
 async function main() {
   const schedule = params.get('schedule');
-  const result = schedule
-    ? await benchSchedule(schedule, Number(params.get('cornersEvery') ?? 1))
-    : await benchModels((params.get('models') || 'card_segmentation_fp32').split(','));
+  let result;
+  if (schedule) result = await benchSchedule(schedule, Number(params.get('cornersEvery') ?? 1));
+  else if (params.get('profile')) result = await profileModel(params.get('profile'));
+  else result = await benchModels((params.get('models') || 'card_segmentation_fp32').split(','));
   return { ...result, threads, crossOriginIsolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency };
 }
 

@@ -9,7 +9,7 @@
 //               {type: 'forget'}                     drop the kept frame (camera stopped)
 // Messages out: {type: 'ready', id, models: {name: {backend, precision, url}}}
 //               {type: 'result', id, mask: Float32Array (transferred), cardFraction, ran, found,
-//                corners: Float32Array(8) pixel-index | null, score, ms: {prep, segmentation, corners}}
+//                corners: Float32Array(8) pixel-index | null, score, ms: {prep, segmentation, corners, post}}
 //               {type: 'scan', id, blob, width, height, quad, frame, warpMs}
 //                                                    quad: corners in the frame, frame: its size
 //               {type: 'bench', id, ...timings}
@@ -122,10 +122,12 @@ async function processFrame({ id, bitmap, crop, corners: scheduled }) {
     } // else corners not scheduled on this frame and the card still there: keep the last one
     // A view of a larger buffer cannot be transferred whole: copy it (not the case on WASM).
     if (mask.byteOffset !== 0 || mask.byteLength !== mask.buffer.byteLength) mask = mask.slice();
+    // post: the loops over the outputs (card fraction, corner reading), the corner model excluded.
+    const post = performance.now() - t2 - cornersMs;
     reply({
       type: 'result', id, mask, cardFraction: fraction, ran, found,
       corners: found ? corners : null, score, // postMessage copies corners
-      ms: { prep: t1 - t0, segmentation: t2 - t1, corners: cornersMs },
+      ms: { prep: t1 - t0, segmentation: t2 - t1, corners: cornersMs, post },
     }, [mask.buffer]);
   } finally {
     if (owned) owned.close();

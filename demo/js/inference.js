@@ -132,8 +132,9 @@ export class Model {
   /**
    * The first (backend, precision) of `attempts` whose session starts and whose first output on
    * the probe picture is plausible. files: {fp16: url, fp32: url}. The probe overwrites input.data.
+   * `sessionOptions` adds to the app's options (the benchmark's profile turns on enableProfiling).
    */
-  static async create(files, attempts, input, { log = () => {} } = {}) {
+  static async create(files, attempts, input, { log = () => {}, sessionOptions = {} } = {}) {
     const failures = [];
     const bytes = {};
     for (const { backend, precision } of attempts) {
@@ -144,6 +145,7 @@ export class Model {
         session = await ort.InferenceSession.create(bytes[url], {
           executionProviders: [backend], // one provider per session: we know which one runs
           graphOptimizationLevel: 'all',
+          ...sessionOptions,
         });
         const model = new Model(session, backend, precision, url, input);
         fillProbe(input.data);

@@ -1,0 +1,53 @@
+"""demo/benchmark.py's own logic, without a browser: the profile summary and the model table."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "demo")))
+import benchmark  # noqa: E402
+
+
+def _event(name, ts, dur, cat="Node", op=None, shape=None):
+    e = {"cat": cat, "pid": 1, "tid": 1, "dur": dur, "ts": ts, "ph": "X", "name": name, "args": {}}
+    if op:
+        e["args"] = {"op_name": op, "output_type_shape": [{"float": shape or [1]}]}
+    return json.dumps(e) + ","
+
+
+def test_profile_summary_skips_the_warm_up_and_sums_by_operator():
+    """Two runs: the first (session start) is skipped; the second's kernels are summed per operator
+    type and per node, and what the kernels leave of the run is the executor's own time."""
+    lines = ["["]
+    for t0, scale in ((0, 100), (1000, 1)):
+        lines.append(_event("model_run", t0, 100, cat="Session"))
+        lines.append(_event("/a/Conv_kernel_time", t0 + 1, 50 * scale, op="Conv", shape=[1, 8, 4, 4]))
+        lines.append(_event("/b/Conv_kernel_time", t0 + 60, 20 * scale, op="Conv"))
+        lines.append(_event("/c/Sigmoid_kernel_time", t0 + 80, 10 * scale, op="Sigmoid"))
+    lines += ["not a trace line", "]"]
+    prof = benchmark.summarise_profile(lines, skip_runs=1, top=2)
+    assert prof["runs"] == 1 and prof["run_ms"] == pytest.approx(0.1)
+    ops = {o["op"]: o for o in prof["ops"]}
+    assert ops["Conv"]["share"] == pytest.approx(0.7) and ops["Conv"]["ms"] == pytest.approx(0.07)
+    assert ops["Sigmoid"]["share"] == pytest.approx(0.1)
+    assert ops["(between kernels)"]["share"] == pytest.approx(0.2)
+    assert [n["node"] for n in prof["nodes"]] == ["/a/Conv", "/b/Conv"]
+    assert prof["nodes"][0]["output_shape"] == [1, 8, 4, 4]
+    with pytest.raises(ValueError, match="no profiled inference"):
+        benchmark.summarise_profile(lines, skip_runs=2)
+
+
+def test_model_table_gives_each_time_as_a_ratio_of_the_reference_in_the_same_run():
+    out = {"wasm_reference": "ref16", "native_reference": "ref32",
+           "files": {"ref16": {"macs": 2.3e9, "iou": {"unseen": 0.98}}, "ref32": {"macs": 2.3e9, "iou": {}},
+                     "new": {"macs": 0.7e9, "iou": {"unseen": 0.97}}},
+           "models": [{"model": m, "threads": 2, "median_ms": ms} for m, ms in
+                      (("ref16", 200.0), ("ref32", 150.0), ("new", 60.0))],
+           "native": [{"model": m, "threads": 2, "median_ms": ms} for m, ms in
+                      (("ref16", 90.0), ("ref32", 40.0), ("new", 14.0))]}
+    table = benchmark.model_table(out)
+    new = next(line for line in table if line.startswith("| `new.onnx`"))
+    assert new == "| `new.onnx` | 0.70 | 0.9700 | 60.0 (0.30x) | 14.0 (0.35x) |"
+    assert next(line for line in table if "`ref32" in line).startswith("| `ref32.onnx` | 2.30 | – | 150.0 (0.75x) |")
