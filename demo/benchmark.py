@@ -4,7 +4,7 @@ every file, and the app itself, all from one command so the rows compare like fo
 
     python demo/benchmark.py --threads 1 2 --iou-data unseen=dataset   # the README's tables
     python demo/benchmark.py --models card_segmentation_fp32 card_corners_fp32 --runs 30 --skip-app
-    python demo/benchmark.py --models card_segmentation_fp32 --profile --skip-app   # per-operator profile
+    python demo/benchmark.py --models card_segmentation_fp32 --profile card_segmentation_fp32 --skip-app
 
 Tables printed (Markdown, for the README):
 1. Each model file: Conv MACs, IoU on each --iou-data test split (segmentation files), and the
@@ -14,8 +14,9 @@ Tables printed (Markdown, for the README):
    one natively: the speed issue's targets), measured in the same rounds. The frozen baselines are
    today's full model before the speed work (sha256 632f2aaf... FP16, f1e10ac2... FP32), taken
    from git history and checked by hash, so they stay comparable whatever the committed files become.
-2. With --profile: onnxruntime-web's own per-operator profile (enableProfiling, WASM) of each
-   model file: time per operator type and the costliest nodes, per inference.
+2. With --profile: onnxruntime-web's own per-operator profile (enableProfiling, WASM) of the named
+   files (none named: the app's two WASM models): time per operator type and the costliest nodes,
+   per inference.
 3. The app: the work it schedules per frame (demo/js/frame-worker.js: segmentation, then the corner
    model when the mask shows a card), timed bare (session.run only) on the benchmark page, in the
    app's worker and on the page's main thread (the cost of the other cadences, segmentation alone
@@ -227,7 +228,12 @@ def model_paths(args: argparse.Namespace, folder: str) -> dict[str, str]:
     """{name: .onnx path} of every file to measure: the frozen baselines, --models, --extra-model."""
     paths = {} if args.no_frozen else frozen_baselines(folder)
     paths.update({m: os.path.join(demo.MODELS_DIR, m + ".onnx") for m in args.models})
-    for value in args.extra_model:
+    extra = list(args.extra_model)
+    for folder in args.extra_model_dir:
+        if not os.path.isdir(folder):
+            raise SystemExit(f"benchmark.py: --extra-model-dir {folder}: not a folder")
+        extra += [f"{f[:-5]}={os.path.join(folder, f)}" for f in sorted(os.listdir(folder)) if f.endswith(".onnx")]
+    for value in extra:
         name, _, path = value.partition("=")
         path = os.path.realpath(path)
         if not name or not os.path.isfile(path) or "/" in name or name in paths:
@@ -296,8 +302,9 @@ def run(args: argparse.Namespace) -> dict:
                         out["models"].append(row)
                         logger.info("%-36s WASM, threads %d: median %7.1f ms  %5.1f FPS (min %.1f ms, input '%s')",
                                     row["model"], n, row["median_ms"], row["fps"], row["min_ms"], row["input"])
-                if args.profile:
-                    for name in names:
+                if args.profile is not None:
+                    app = app_model_files()
+                    for name in args.profile or [app[m]["fp32"][:-5] for m in ("segmentation", "corners")]:
                         console = []
                         r = bench_page(browser, url, f"profile={name}&threads={args.app_threads}&runs={args.runs}",
                                        console)
@@ -428,14 +435,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", default=None, help="model base names (default: all in exported_models)")
     p.add_argument("--extra-model", action="append", default=[], metavar="NAME=FILE",
                    help="also measure this .onnx file under NAME (repeatable): a candidate, an older file")
+    p.add_argument("--extra-model-dir", action="append", default=[], metavar="DIR",
+                   help="also measure every .onnx file in DIR (repeatable), e.g. train/speed_candidates.py's")
     p.add_argument("--no-frozen", action="store_true", help="leave out the frozen baselines (and the ratio columns)")
     p.add_argument("--iou-data", action="append", default=[], metavar="NAME=DIR",
                    help="score every segmentation file on DIR's test split under NAME (repeatable)")
     p.add_argument("--iou-limit", type=int, default=0, help="only the first N images of each split (0 = all)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                    help="thread counts for the model table, WASM and native")
-    p.add_argument("--profile", action="store_true",
-                   help="also onnxruntime-web's per-operator WASM profile of every file (at --app-threads)")
+    p.add_argument("--profile", nargs="*", default=None, metavar="NAME",
+                   help="also onnxruntime-web's per-operator WASM profile (at --app-threads) of these files "
+                   "(names as in the table; none given: the app's two WASM models)")
     p.add_argument("--app-threads", type=int, default=2,
                    help="WASM threads for the app rows (the app uses all cores up to 4)")
     p.add_argument("--runs", type=int, default=20, help="timed rounds per page (after 3 warm-up rounds)")

@@ -51,3 +51,25 @@ def test_model_table_gives_each_time_as_a_ratio_of_the_reference_in_the_same_run
     new = next(line for line in table if line.startswith("| `new.onnx`"))
     assert new == "| `new.onnx` | 0.70 | 0.9700 | 60.0 (0.30x) | 14.0 (0.35x) |"
     assert next(line for line in table if "`ref32" in line).startswith("| `ref32.onnx` | 2.30 | – | 150.0 (0.75x) |")
+
+
+def test_speed_candidates_are_exported_with_their_macs(tmp_path):
+    """train/speed_candidates.py: the deployed model with output stride 32, and the full model pruned at
+    0.5, as ONNX files with the segmentation contract and fewer MACs than what they come from."""
+    import onnxruntime as ort
+
+    import speed_candidates
+    from common import EXPORT_DIR
+    from onnx_utils import conv_macs
+
+    report = speed_candidates.main(speed_candidates.get_args_parser().parse_args(
+        ["--output-dir", str(tmp_path), "--only", "os32_pruned30", "pruned50"]))
+    assert sorted(report) == ["os32_pruned30", "pruned50"]
+    assert json.loads((tmp_path / "candidates.json").read_text()) == report
+    deployed = conv_macs(os.path.join(EXPORT_DIR, "card_segmentation_fp32.onnx"))
+    full = conv_macs(os.path.join(EXPORT_DIR, "card_segmentation_full_fp32.onnx"))
+    assert report["os32_pruned30"]["conv_macs"] < 0.7 * deployed
+    assert report["pruned50"]["conv_macs"] < 0.4 * full
+    for name in report:
+        sess = ort.InferenceSession(str(tmp_path / f"{name}_untrained.onnx"), providers=["CPUExecutionProvider"])
+        assert [(o.name, o.shape) for o in sess.get_outputs()] == [("mask", [1, 1, 640, 480])]

@@ -32,6 +32,7 @@ MISSING_INPUT = {
     "export_corners": ["{missing}", "--data-path", "{tmp}", "--output-dir", "{tmp}/out"],
     "preview_corner_augmentations": ["--data-path", "{missing}", "--output-dir", "{tmp}/out"],
     "preview_dataset": ["--photos", "{missing}", "--output", "{tmp}/sheet.png", "--count", "1"],
+    "speed_candidates": ["--output-dir", "{tmp}/out", "--full", "{missing}"],
 }
 
 

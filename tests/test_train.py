@@ -130,3 +130,45 @@ def test_bad_dataset_path_is_a_clear_error(tmp_path):
     from common import DataError
     with pytest.raises(DataError, match="generate"):
         train.main(_args(str(tmp_path / "missing"), tmp_path / "out", "--epochs", "1"))
+
+
+def _conv_layout(model):
+    return [(m.stride, m.dilation, m.padding) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def test_output_stride_32_fine_tunes_from_a_stride_16_checkpoint(segmentation_run, tiny_dataset, tmp_path):
+    """--output-stride 32 --weights: the same weights in torchvision's undilated layout, kept through the
+    checkpoint (export and evaluation rebuild it), and the model is cheaper."""
+    from model import build_model, output_stride
+    from onnx_utils import conv_macs
+    from segmentation_export import to_onnx
+
+    source = os.path.join(segmentation_run["output_dir"], "best.pt")
+    train.main(_args(tiny_dataset, tmp_path / "os32", "--epochs", "1", "--weights", source, "--output-stride", "32"))
+    model, ckpt = load_checkpoint_model(str(tmp_path / "os32" / "best.pt"))
+    assert output_stride(model) == 32 and ckpt["args"]["output_stride"] == 32
+    assert _conv_layout(model) == _conv_layout(build_model(False, output_stride=32))
+    # Fine-tuned from the source: a weight of the first layer moved little, it was not re-initialised.
+    before, _ = load_checkpoint_model(source)
+    w0, w1 = before.net.backbone["0"][0].weight, model.net.backbone["0"][0].weight
+    assert (w1 - w0).abs().max() < 0.1 * w0.abs().max()
+    paths = [str(tmp_path / "os16.onnx"), str(tmp_path / "os32.onnx")]
+    to_onnx(before, paths[0], fp16=False)
+    to_onnx(model, paths[1], fp16=False)
+    assert conv_macs(paths[1]) < 0.7 * conv_macs(paths[0])
+    # A stride-32 checkpoint cannot go back to 16.
+    with pytest.raises(train.ScriptError, match="output stride 32"):
+        train.main(_args(tiny_dataset, tmp_path / "back", "--epochs", "1", "--weights",
+                         str(tmp_path / "os32" / "best.pt"), "--output-stride", "16"))
+
+
+def test_reduced_tail_keeps_the_matching_weights(segmentation_run, tiny_dataset, tmp_path):
+    source = os.path.join(segmentation_run["output_dir"], "best.pt")
+    train.main(_args(tiny_dataset, tmp_path / "rt", "--epochs", "1", "--weights", source, "--reduced-tail"))
+    model, ckpt = load_checkpoint_model(str(tmp_path / "rt" / "best.pt"))
+    before, _ = load_checkpoint_model(source)
+    assert ckpt["args"]["reduced_tail"] is True
+    assert sum(p.numel() for p in model.parameters()) < 0.8 * sum(p.numel() for p in before.parameters())
+    # The early layers (same shapes) came from the source.
+    w0, w1 = before.net.backbone["1"].block[0][0].weight, model.net.backbone["1"].block[0][0].weight
+    assert (w1 - w0).abs().max() < 0.1 * w0.abs().max()

@@ -3,6 +3,14 @@
 ``CardSegmenter`` takes RGB in 0..1 and normalises inside, so training, evaluation and the ONNX
 export all feed the same plain input. It returns logits (B, 2, H, W) instead of torchvision's
 dict, which keeps the export and Torch-Pruning simple.
+
+Two architecture options trade accuracy for speed (train.py --output-stride / --reduced-tail):
+- output stride 16 (torchvision's LR-ASPP): the backbone's last stage is dilated and runs at 1/16 of
+  the input (40 x 30 at 640 x 480); it and the head are a third of the WASM time of the pruned model.
+  Output stride 32 strides that stage instead (40 x 30 -> 20 x 15): the same weights, a quarter
+  of its cost, so a trained model converts and fine-tunes (to_output_stride_32).
+- reduced_tail: torchvision's MobileNetV3 option that halves the last stage's channels; its shapes
+  differ, so only the matching tensors of ImageNet or a checkpoint carry over (load_matching).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 NUM_CLASSES = 2
 DOWNLOAD_TIMEOUT_S = 20
+OUTPUT_STRIDES = (16, 32)
 
 
 class CardSegmenter(nn.Module):
@@ -35,26 +44,79 @@ class CardSegmenter(nn.Module):
         return self.net((x - self.mean) / self.std)["out"]
 
 
-def build_model(pretrained_backbone: bool = True) -> CardSegmenter:
+def _lraspp(reduced_tail: bool, output_stride: int) -> nn.Module:
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output stride {output_stride}: expected one of {OUTPUT_STRIDES}")
+    if not reduced_tail and output_stride == 16:
+        return lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+    # torchvision's builder fixes the backbone (dilated, full tail); build the same network around
+    # the backbone asked for.
+    from torchvision.models import mobilenet_v3_large
+    from torchvision.models.segmentation.lraspp import _lraspp_mobilenetv3
+
+    backbone = mobilenet_v3_large(weights=None, dilated=output_stride == 16, reduced_tail=reduced_tail)
+    return _lraspp_mobilenetv3(backbone, NUM_CLASSES)
+
+
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Copies the tensors of `state` whose name and shape match into `model`; returns (copied, total).
+
+    For an architecture whose shapes differ in part (reduced_tail): the rest keeps its initialisation.
+    """
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    own.update(matching)
+    model.load_state_dict(own)
+    return len(matching), len(own)
+
+
+def build_model(pretrained_backbone: bool = True, output_stride: int = 16, reduced_tail: bool = False) -> CardSegmenter:
     """LR-ASPP with the ImageNet backbone when it can be had, else from scratch with a warning."""
-    weights_backbone = None
+    model = CardSegmenter(_lraspp(reduced_tail, output_stride))
+    model.pretrained_backbone = False
     if pretrained_backbone:
-        weights_backbone = MobileNet_V3_Large_Weights.IMAGENET1K_V1
         old_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
-            model = CardSegmenter(lraspp_mobilenet_v3_large(weights=None, weights_backbone=weights_backbone,
-                                                            num_classes=NUM_CLASSES))
+            state = MobileNet_V3_Large_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+            # torchvision's segmentation backbone keeps the classifier-free `features` part.
+            state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+            copied, _ = load_matching(model.net.backbone, state)
+            if reduced_tail:
+                logger.info("ImageNet backbone: %d of %d tensors match the reduced tail", copied, len(state))
             model.pretrained_backbone = True
-            return model
         except Exception as e:  # no network, proxy, corrupt cache: all mean "train from scratch"
             logger.warning("could not load the ImageNet backbone weights (%s: %s); training from scratch, "
                            "which needs more epochs. Pass --no-pretrained to silence this.",
                            type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
         finally:
             socket.setdefaulttimeout(old_timeout)
-    model = CardSegmenter(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=NUM_CLASSES))
-    model.pretrained_backbone = False
+    return model
+
+
+def _dilated_convs(model: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in model.net.backbone.modules() if isinstance(m, nn.Conv2d) and m.dilation != (1, 1)]
+
+
+def output_stride(model: nn.Module) -> int:
+    """16 while the backbone's last stage is dilated (torchvision's LR-ASPP), else 32."""
+    return 16 if _dilated_convs(model) else 32
+
+
+def to_output_stride_32(model: nn.Module) -> nn.Module:
+    """In place: the dilated last stage becomes a strided one, as torchvision builds it undilated.
+
+    torchvision turns the stage's first depthwise convolution from stride 2 into stride 1 with
+    dilation 2, and dilates the ones after it; undoing that keeps every weight's shape, so it works
+    on a trained or a pruned model alike (which then needs fine-tuning: its features move).
+    """
+    convs = _dilated_convs(model)
+    if not convs:
+        raise ValueError("the model already has output stride 32")
+    for conv in convs:
+        conv.dilation = (1, 1)
+        conv.padding = ((conv.kernel_size[0] - 1) // 2, (conv.kernel_size[1] - 1) // 2)
+    convs[0].stride = (2, 2)
     return model
 
 
@@ -79,6 +141,8 @@ def load_checkpoint_model(path: str, map_location: str = "cpu") -> tuple[nn.Modu
     if ckpt.get("model_object") is not None:
         model = ckpt["model_object"]
     else:
-        model = build_model(pretrained_backbone=False)
+        args = ckpt.get("args") or {}
+        model = build_model(pretrained_backbone=False, output_stride=args.get("output_stride") or 16,
+                            reduced_tail=bool(args.get("reduced_tail")))
         model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -194,5 +194,6 @@ def checkpoint_summary(ckpt: dict) -> dict:
         "train_time_min": round(sum(r.get("epoch_s", 0) for r in history) / 60, 1) if history else None,
         "lr": args.get("lr"), "batch_size": args.get("batch_size"), "size": args.get("size"),
         "low_res_epochs": args.get("low_res_epochs"), "pretrained_backbone": ckpt.get("pretrained_backbone"),
-        "amp_dtype": args.get("amp_dtype"), "pruning": ckpt.get("pruning"),
+        "amp_dtype": args.get("amp_dtype"), "output_stride": args.get("output_stride"),
+        "reduced_tail": args.get("reduced_tail") or None, "pruning": ckpt.get("pruning"),
     }.items() if v is not None}

@@ -44,7 +44,14 @@ from common import (
 )
 from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
 from metrics import ConfusionMatrix, reduce_sum, segmentation_loss
-from model import build_model, load_checkpoint_model
+from model import (
+    OUTPUT_STRIDES,
+    build_model,
+    load_checkpoint_model,
+    load_matching,
+    output_stride,
+    to_output_stride_32,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +280,29 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
     return args
 
 
+def adapt_architecture(model: torch.nn.Module, source: dict, pruned: bool, args: argparse.Namespace):
+    """The --weights model in the architecture the flags ask for (model.py): output stride 16 -> 32
+    in place; a reduced tail as a new model with every tensor whose shape still matches."""
+    had_reduced_tail = bool((source.get("args") or {}).get("reduced_tail"))
+    if args.output_stride == 16 and output_stride(model) == 32:
+        raise ScriptError(f"{args.weights} has output stride 32; it cannot be turned back into 16 (train a "
+                          f"stride-16 model from a stride-16 checkpoint or from ImageNet)")
+    if args.reduced_tail and not had_reduced_tail:
+        if pruned:
+            raise ScriptError(f"{args.weights} is pruned: --reduced-tail needs an unpruned checkpoint")
+        new = build_model(False, output_stride(model), reduced_tail=True)
+        copied, total = load_matching(new, model.state_dict())
+        logger.info("reduced tail: %d of its %d tensors carried over from %s, the rest initialised anew", copied,
+                    total, args.weights)
+        new.pretrained_backbone = model.pretrained_backbone
+        model = new
+    args.reduced_tail = args.reduced_tail or had_reduced_tail
+    if args.output_stride == 32 and output_stride(model) == 16:
+        to_output_stride_32(model)
+        logger.info("output stride 16 -> 32: the backbone's last stage strided instead of dilated")
+    return model
+
+
 def main(args: argparse.Namespace) -> dict:
     args = resolve_args(args)
     init_distributed(args)
@@ -295,8 +325,13 @@ def main(args: argparse.Namespace) -> dict:
             f"initialised from {os.path.basename(args.weights)}"
         if args.weights:   # fine-tuning: weights only, fresh optimizer and schedule
             logger.info("initialised the model from %s", args.weights)
+            model = adapt_architecture(model, source, pruned, args)
+        else:   # resuming: the checkpoint's architecture, whatever the flags say
+            args.reduced_tail = bool((source.get("args") or {}).get("reduced_tail"))
+        args.output_stride = output_stride(model)
     else:
-        model, pruned, lineage = build_model(pretrained_backbone=args.pretrained), False, {}
+        model, pruned, lineage = build_model(args.pretrained, args.output_stride or 16, args.reduced_tail), False, {}
+        args.output_stride = output_stride(model)
     model = model.to(args.device)
     if args.distributed and args.device.startswith("cuda"):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -403,6 +438,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--min-delta", type=float, default=1e-4, help="smallest IoU gain that counts")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision: FP16 + GradScaler on CUDA, bf16 on CPU")
+    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=None,
+                   help="16: torchvision's LR-ASPP; 32: its last stage strided, not dilated (faster; model.py). "
+                   "Default: the --weights checkpoint's, else 16")
+    p.add_argument("--reduced-tail", action="store_true",
+                   help="MobileNetV3's last stage with half the channels (faster; model.py)")
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="ImageNet backbone weights (downloaded once; falls back to scratch with a warning)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")

@@ -4,6 +4,7 @@
 import { AutoCapture } from './auto-capture.js';
 import { CameraError, listCameras, openCamera, pickCamera, stopStream } from './camera.js';
 import { formatPoints } from './corners.js';
+import { FrameGate } from './frame-gate.js';
 import { ImageUtils } from './image-utils.js';
 import { OneEuroFilter } from './one-euro.js';
 import { Overlay } from './overlay.js';
@@ -49,6 +50,7 @@ const viewCtx = el.view.getContext('2d');
 const overlay = new Overlay(document.querySelector('[data-testid="overlay"]'),
   document.querySelector('[data-testid="outline"]'));
 const filter = new OneEuroFilter(8, SMOOTHING);
+const gate = new FrameGate();
 const smoothed = new Float64Array(8);
 const autoCapture = new AutoCapture();
 
@@ -61,10 +63,8 @@ const state = {
   ready: false, // a start finished: camera open and models created
   starting: false,
   restartRequested: false,
-  busy: false, // one frame in flight
   capturing: false,
   frameHandle: 0,
-  lastMediaTime: -1,
   frameIndex: 0,
   hasCorners: false,
   cornersAt: 0, // performance.now() of the frame the shown corners come from
@@ -135,13 +135,7 @@ function onFrame(now, metadata) {
   if (!state.running) return;
   const { sx, sy, sw, sh } = state.crop;
   viewCtx.drawImage(el.video, sx, sy, sw, sh, 0, 0, sw, sh);
-  const mediaTime = metadata ? metadata.mediaTime : el.video.currentTime;
-  // One frame in flight, and never the same frame twice.
-  if (!state.busy && mediaTime !== state.lastMediaTime) {
-    state.lastMediaTime = mediaTime;
-    state.busy = true;
-    infer(state.generation);
-  }
+  if (gate.frameShown(metadata ? metadata.mediaTime : el.video.currentTime)) infer(state.generation);
   if (state.hasCorners && performance.now() - state.cornersAt > Math.max(STALE_MIN_MS, 3 * state.frameMs)) {
     showCorners(null); // the worker fell behind: do not offer a capture of old corners
   }
@@ -178,7 +172,8 @@ async function infer(generation) {
     showError(`Inference failed: ${err && err.message ? err.message : err}`);
     stop();
   } finally {
-    if (generation === state.generation) state.busy = false;
+    // The next frame at once when the camera has shown a newer one (frame-gate.js).
+    if (generation === state.generation && gate.resultBack() && state.running) infer(generation);
   }
 }
 
@@ -288,8 +283,7 @@ function resetStageSums() {
 function startLoop() {
   if (state.running || !state.ready) return;
   state.running = true;
-  state.busy = false;
-  state.lastMediaTime = -1;
+  gate.reset();
   state.fpsCount = 0;
   state.inferenceSum = 0;
   state.frameSum = 0;
