@@ -72,6 +72,7 @@ FROZEN_BASELINES = {
 # Reference of the ratio columns: WASM times against the frozen FP16 file, native against FP32.
 WASM_REFERENCE, NATIVE_REFERENCE = "frozen_full_fp16", "frozen_full_fp32"
 PROFILE_TOP_NODES = 8
+PROFILE_MIN_SHARE = 0.005   # operators below this share of the time share one row of the printed table
 
 logger = logging.getLogger("benchmark")
 
@@ -363,7 +364,12 @@ def profile_tables(out: dict) -> list[str]:
         lines += ["", f"`{name}.onnx`, WASM profile: {prof['run_ms']:.1f} ms per inference over {prof['runs']} "
                   "(profiling slows each kernel a little).", "",
                   "| operator | ms | share |", "|---|---|---|"]
-        lines += [f"| {o['op']} | {o['ms']:.1f} | {o['share']:.1%} |" for o in prof["ops"]]
+        big = [o for o in prof["ops"] if o["share"] >= PROFILE_MIN_SHARE or o["op"].startswith("(")]
+        small = [o for o in prof["ops"] if o not in big]
+        lines += [f"| {o['op']} | {o['ms']:.1f} | {o['share']:.1%} |" for o in big]
+        if small:
+            lines.append(f"| {len(small)} other operators, each under {PROFILE_MIN_SHARE:.1%} | "
+                         f"{sum(o['ms'] for o in small):.1f} | {sum(o['share'] for o in small):.1%} |")
         lines += ["", "| costliest nodes | operator | output shape | ms | share |", "|---|---|---|---|---|"]
         lines += [f"| `{n['node']}` | {n['op']} | {n['output_shape']} | {n['ms']:.1f} | {n['share']:.1%} |"
                   for n in prof["nodes"]]

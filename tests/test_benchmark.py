@@ -73,3 +73,24 @@ def test_speed_candidates_are_exported_with_their_macs(tmp_path):
     for name in report:
         sess = ort.InferenceSession(str(tmp_path / f"{name}_untrained.onnx"), providers=["CPUExecutionProvider"])
         assert [(o.name, o.shape) for o in sess.get_outputs()] == [("mask", [1, 1, 640, 480])]
+
+
+def test_frozen_baselines_come_from_git_history_checked_by_hash(tmp_path, monkeypatch):
+    import hashlib
+    import subprocess
+
+    name = "demo/js/models.json"   # any committed file stands in for a model
+    committed = subprocess.run(["git", "-C", benchmark.ROOT, "show", f"HEAD:{name}"], capture_output=True,
+                               check=True).stdout
+    digest = hashlib.sha256(committed).hexdigest()[:16]
+    monkeypatch.setattr(benchmark, "FROZEN_BASELINES", {"base": ("HEAD", name, digest)})
+    paths = benchmark.frozen_baselines(str(tmp_path))
+    assert list(paths) == ["base"] and open(paths["base"], "rb").read() == committed
+    monkeypatch.setattr(benchmark, "FROZEN_BASELINES", {"base": ("HEAD", name, "0" * 16)})
+    with pytest.raises(SystemExit, match="not the frozen baseline"):
+        benchmark.frozen_baselines(str(tmp_path))
+    # A commit the clone lacks (a shallow clone): left out with a warning, no stray file.
+    monkeypatch.setattr(benchmark, "FROZEN_BASELINES", {"base": ("0" * 40, name, digest)})
+    (tmp_path / "shallow").mkdir()
+    assert benchmark.frozen_baselines(str(tmp_path / "shallow")) == {}
+    assert os.listdir(tmp_path / "shallow") == []

@@ -377,6 +377,7 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                      f"{g['max_prob_diff']:.2e} ({g['images']} images) | `{f['sha256'][:16]}` |")
     lines += ["", f"Latency and metrics measured on: {meta['machine']}, onnxruntime {meta['onnxruntime']}, "
               "1x3x640x480, default thread count, every file in the same command.", ""]
+    lines += _wasm_table(meta, export_dir)
     evals = [f for f in meta["files"] if "test_metrics" in f]
     if evals:
         note, n = evals[0]["test_metrics"]["dataset"], evals[0]["test_metrics"]["images"]
