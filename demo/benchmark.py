@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -135,8 +136,9 @@ def frozen_baselines(folder: str) -> dict[str, str]:
                                check=True)
         except (OSError, subprocess.CalledProcessError) as e:
             logger.warning("frozen baseline %s left out: git show %s:%s failed (%s); a full clone has it",
-                           name, commit, path, getattr(e, "stderr", b"").decode().strip() or e)
-            os.remove(target)
+                           name, commit, path, (getattr(e, "stderr", None) or b"").decode().strip() or e)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(target)
             continue
         if not sha256(target).startswith(digest):
             raise SystemExit(f"benchmark.py: {commit}:{path} is not the frozen baseline (sha256 {digest}...)")
@@ -237,8 +239,11 @@ def model_paths(args: argparse.Namespace, folder: str) -> dict[str, str]:
     for value in extra:
         name, _, path = value.partition("=")
         path = os.path.realpath(path)
-        if not name or not os.path.isfile(path) or "/" in name or name in paths:
-            raise SystemExit(f"benchmark.py: --extra-model {value!r}: expected a new NAME=FILE.onnx, the file existing")
+        # A name of the app's folder would be served as that file in the browser: refused too.
+        taken = name in paths or os.path.exists(os.path.join(demo.MODELS_DIR, name + ".onnx"))
+        if not name or not os.path.isfile(path) or "/" in name or taken:
+            raise SystemExit(f"benchmark.py: --extra-model {value!r}: expected a new NAME (not a file of "
+                             f"{demo.MODELS_DIR}) =FILE.onnx, the file existing")
         paths[name] = path
     return paths
 

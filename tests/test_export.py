@@ -52,7 +52,7 @@ def _confident(model):
     with torch.no_grad():
         for conv in (m.net.classifier.low_classifier, m.net.classifier.high_classifier):
             conv.weight.mul_(1000)
-            conv.bias.zero_()
+            conv.bias.normal_()   # a wrong bias in the fold must show too
     return m.eval()
 
 
@@ -341,3 +341,16 @@ def test_model_card_proposes_a_pruned_model_only_when_it_meets_the_target(tmp_pa
         card = model_card.render_model_card(str(tmp_path))
         assert ("**Proposal:**" in card) == proposed, (drop, lat)
         assert "0.50x" in card
+
+
+def test_model_card_wasm_times_only_for_the_file_that_was_timed(tmp_path):
+    """A re-exported file (new hash) does not inherit the WASM times of the file benchmark.py timed."""
+    meta = {"files": [{"file": "m.onnx", "sha256": "aaa"}, {"file": "m_fp32.onnx", "sha256": "bbb"}]}
+    bench = {"machine": "test machine", "command": "python demo/benchmark.py",
+             "files": {"m": {"sha256": "aaa"}, "m_fp32": {"sha256": "old"}},
+             "models": [{"model": "m", "threads": 2, "median_ms": 10.0},
+                        {"model": "m_fp32", "threads": 2, "median_ms": 20.0}]}
+    (tmp_path / model_card.WASM_BENCHMARK).write_text(json.dumps(bench))
+    table = "\n".join(model_card._wasm_table(meta, str(tmp_path)))
+    assert "| `m.onnx` | 10.0 |" in table
+    assert "| `m_fp32.onnx` | n/a |" in table

@@ -79,3 +79,29 @@ def test_target_macs_picks_a_ratio(trained, monkeypatch):
     assert 0.1 < ratio < 0.5
     assert macs_after(ratio) <= 0.6 * base_macs
     assert macs_after(ratio - 0.01) > 0.6 * base_macs, "the smallest ratio that meets the target"
+
+
+def test_prune_keeps_output_stride_32(trained, tiny_dataset, tmp_path):
+    """The speed recipe (train/README.md): an output-stride-32 checkpoint pruned at 0.5 stays strided."""
+    from model import output_stride, to_output_stride_32
+
+    model, ckpt = load_checkpoint_model(trained)
+    source = tmp_path / "os32.pt"
+    torch.save({"model": to_output_stride_32(model).state_dict(), "args": {"output_stride": 32}}, source)
+    rows = prune.main(prune.get_args_parser().parse_args(
+        [str(source), "--data-path", tiny_dataset, "--output-dir", str(tmp_path / "pruning"), "--pruning-ratios",
+         "0.5", "--iterative-steps", "1", "--finetune-epochs", "0", "--latency-runs", "1", *SEG_OPTIONS]))
+    base, pruned = rows
+    assert pruned["macs"] < 0.6 * base["macs"]
+    reloaded, ckpt = load_checkpoint_model(pruned["checkpoint"])
+    assert output_stride(reloaded) == 32 and ckpt["args"]["output_stride"] == 32
+    with torch.no_grad():
+        assert reloaded(torch.rand(1, 3, 128, 96)).shape == (1, 2, 128, 96)
+
+
+def test_prune_refuses_architecture_options(trained, tiny_dataset, tmp_path):
+    """train.py's --output-stride / --reduced-tail reach prune.py's parser; it must not ignore them silently."""
+    with pytest.raises(prune.ScriptError, match="keeps the checkpoint's architecture"):
+        prune.main(prune.get_args_parser().parse_args(
+            [trained, "--data-path", tiny_dataset, "--output-dir", str(tmp_path), "--output-stride", "32",
+             *SEG_OPTIONS]))

@@ -79,9 +79,13 @@ def build_model(pretrained_backbone: bool = True, output_stride: int = 16, reduc
         old_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
-            state = MobileNet_V3_Large_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+            state = MobileNet_V3_Large_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
             # torchvision's segmentation backbone keeps the classifier-free `features` part.
             state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+            own = model.net.backbone.state_dict()
+            missing = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+            if missing and not reduced_tail:   # only the reduced tail may differ
+                raise ValueError(f"{len(missing)} ImageNet tensors do not fit the backbone, e.g. {missing[0]}")
             copied, _ = load_matching(model.net.backbone, state)
             if reduced_tail:
                 logger.info("ImageNet backbone: %d of %d tensors match the reduced tail", copied, len(state))

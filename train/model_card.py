@@ -284,8 +284,11 @@ def _wasm_table(meta: dict, export_dir: str) -> list[str]:
         return []
     with open(path) as f:
         bench = json.load(f)
-    names = {os.path.splitext(f["file"])[0] for f in meta["files"]}
-    rows = [r for r in bench.get("models", []) if r.get("model") in names]
+    hashes = {os.path.splitext(f["file"])[0]: f.get("sha256") for f in meta["files"]}
+    names = set(hashes)
+    timed = bench.get("files", {})   # the benchmark's hash of each file: rows of an older file are left out
+    rows = [r for r in bench.get("models", []) if r.get("model") in names
+            and timed.get(r["model"], {}).get("sha256", hashes[r["model"]]) == hashes[r["model"]]]
     if not rows:
         return []
     threads = sorted({r["threads"] for r in rows})

@@ -38,7 +38,7 @@ from common import (
     run_script,
 )
 from metrics import segmentation_loss
-from model import load_checkpoint_model
+from model import load_checkpoint_model, output_stride
 from onnx_utils import machine_description, onnx_latencies
 from segmentation_export import export_and_verify, gate_images
 
@@ -168,6 +168,9 @@ def prune_checkpoint(base: nn.Module, ratio: float, train_set, train_data, val_d
 def main(args: argparse.Namespace) -> list[dict]:
     out_dir = resolve_path(args.output_dir or os.path.join(DEFAULT_RUNS_DIR, "pruning"))
     args.output_dir = out_dir   # before resolve_args, which would default it to the training folder
+    if args.output_stride is not None or args.reduced_tail:
+        raise ScriptError("prune.py keeps the checkpoint's architecture: change it with train.py "
+                          "(--output-stride, --reduced-tail) first, then prune that checkpoint")
     args = train.resolve_args(args)
     args.distributed, args.rank, args.world_size, args.local_rank = False, 0, 1, 0
     torch.manual_seed(args.seed)
@@ -213,7 +216,10 @@ def main(args: argparse.Namespace) -> list[dict]:
 def save_pruned(row: dict, args, source: dict) -> None:
     atomic_torch_save({"model_object": row["model"], "model": row["model"].state_dict(), "pruning": row["info"],
                        "source_checkpoint": os.path.basename(args.checkpoint),
-                       "args": vars(args) | {"amp_dtype": str(args.amp_dtype)},
+                       # The architecture is the source's: recorded for the model card and later runs.
+                       "args": vars(args) | {"amp_dtype": str(args.amp_dtype),
+                                             "output_stride": output_stride(row["model"]),
+                                             "reduced_tail": bool((source.get("args") or {}).get("reduced_tail"))},
                        "history": source.get("history", [])}, row["checkpoint"])
 
 

@@ -81,7 +81,7 @@ async function profileModel(name) {
     await model.run();
     if (round >= warmup) times.push(performance.now() - t0);
   }
-  model.session.endProfiling(); // onnxruntime-web prints the trace events with console.log
+  await model.session.endProfiling(); // onnxruntime-web prints the trace events with console.log
   return { mode: 'profile', model: name, input: model.inputName, skipRuns: 1 + warmup, ...stats(times) };
 }
 
