@@ -171,6 +171,11 @@ def test_card_scanner_wasm_1280x720(playwright, server, tmp_path):
         assert error.max() <= 10.0, f"corner errors {error.round(1)} px; {points} vs {truth.corners}"
         box = _capture_in_view(page)
         assert box["bottom"] <= box["vh"] and box["scrollY"] == 0, box
+        # The frame's stages, timed apart for demo/benchmark.py: each a time, their sum within the round trip.
+        t = page.evaluate("(() => { const d = document.querySelector('[data-testid=\"fps\"]').dataset; return"
+                          " [d.grabMs, d.prepMs, d.postMs, d.drawMs, d.inferenceMs, d.frameMs].map(Number); })()")
+        assert all(np.isfinite(t)) and min(t) >= 0, t
+        assert sum(t[:5]) <= t[5] * 1.01 and t[4] > 0, t
 
         # Capture: the card from the full-resolution frame, flat, 63:88, as a download.
         page.click('[data-testid="capture"]')
