@@ -53,17 +53,18 @@ def reduced_tail(model: torch.nn.Module) -> torch.nn.Module:
     return new
 
 
-def candidates(full: torch.nn.Module, deployed: torch.nn.Module) -> dict:
-    """{name: (model, how it would be trained)}."""
-    return {
-        "os32_full": (to_output_stride_32(copy.deepcopy(full)), "train.py --weights FULL --output-stride 32"),
-        "os32_pruned30": (to_output_stride_32(copy.deepcopy(deployed)),
-                          "train.py --weights PRUNED --output-stride 32"),
-        "pruned50": (pruned(full, 0.5), "prune.py FULL --pruning-ratios 0.5"),
-        "os32_pruned50": (pruned(to_output_stride_32(copy.deepcopy(full)), 0.5),
-                          "prune.py on an --output-stride 32 checkpoint, --pruning-ratios 0.5"),
-        "reduced_tail": (reduced_tail(full), "train.py --weights FULL --reduced-tail"),
-    }
+# name -> (how the candidate is built from (full, deployed), how it would be trained); built lazily,
+# so --only builds (and prunes) nothing it does not export.
+CANDIDATES = {
+    "os32_full": (lambda full, deployed: to_output_stride_32(copy.deepcopy(full)),
+                  "train.py --weights FULL --output-stride 32"),
+    "os32_pruned30": (lambda full, deployed: to_output_stride_32(copy.deepcopy(deployed)),
+                      "train.py --weights PRUNED --output-stride 32"),
+    "pruned50": (lambda full, deployed: pruned(full, 0.5), "prune.py FULL --pruning-ratios 0.5"),
+    "os32_pruned50": (lambda full, deployed: pruned(to_output_stride_32(copy.deepcopy(full)), 0.5),
+                      "prune.py on an --output-stride 32 checkpoint, --pruning-ratios 0.5"),
+    "reduced_tail": (lambda full, deployed: reduced_tail(full), "train.py --weights FULL --reduced-tail"),
+}
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -72,9 +73,10 @@ def main(args: argparse.Namespace) -> dict:
     out_dir = resolve_path(args.output_dir)
     os.makedirs(out_dir, exist_ok=True)
     report = {}
-    for name, (model, how) in candidates(full, deployed).items():
+    for name, (build, how) in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
+        model = build(full, deployed)
         path = os.path.join(out_dir, f"{name}_untrained.onnx")
         to_onnx(model.float().eval(), path, fp16=False)
         report[name] = {"file": os.path.basename(path), "conv_macs": conv_macs(path), "trained_by": how}
@@ -89,7 +91,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--full", default=DEFAULT_FULL, help="the unpruned checkpoint")
     p.add_argument("--pruned", default=DEFAULT_PRUNED, help="the deployed (pruned) checkpoint")
-    p.add_argument("--only", nargs="*", default=None, help="candidate names to export (default: all)")
+    p.add_argument("--only", nargs="*", default=None, choices=sorted(CANDIDATES),
+                   help="candidate names to export (default: all)")
     return p
 
 
