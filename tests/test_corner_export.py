@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import make_dataset
 
 from common import DataError
 from corners.data import corner_samples
@@ -25,10 +26,13 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corner
     from corners.refine import finish_corners, load_refiner
 
     out = tmp_path / "exported"
+    card_free = tmp_path / "card_free"    # a false-alarm check: card-free frames only
+    make_dataset(card_free, 0, 3, seed=9, workers=1, preset="v1", extra=["--negative-fraction", "1"])
     args = export_corners.get_args_parser().parse_args([
         trained_corners["best"], "--output-dir", str(out), "--data-path", corner_dataset, "--latency-runs", "1",
         "--refiner", refiner_ckpt["best"], "--extra-eval", f"again={corner_dataset}",
-        "--extra-eval-note", "again=the same split", "--baseline", str(tmp_path / "missing.onnx")])
+        "--extra-eval", f"nocard={card_free}", "--extra-eval-note", "again=the same split",
+        "--baseline", str(tmp_path / "missing.onnx")])
     with pytest.raises(DataError, match="missing.onnx"):
         export_corners.main(args)
     args.baseline = None
@@ -47,15 +51,20 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corner
         assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["gate"]["max_refined_corner_diff_px"] <= 1.0
         assert f["gate"]["max_stage_diff_px"] <= 0.1
         assert f["precision"] == precision and f["detector_cpu_latency_ms"] > 0
-        assert set(f["extra_metrics"]) == {"test", "again"}
+        assert set(f["extra_metrics"]) == {"test", "again", "nocard"}
+        assert f["extra_metrics"]["nocard"]["images"] == 0 and f["extra_metrics"]["nocard"]["negative_images"] == 3
     assert meta["refiner"]["epochs_run"] == 1
     f = meta["files"][0]
     assert "pct_within_5px" in f["test_metrics"] and "pct_within_5px" in f["detector_test_metrics"]
-    assert set(f["detector_extra_metrics"]) == {"test", "again"}
+    assert set(f["detector_extra_metrics"]) == {"test", "again", "nocard"}
     with open(out / "README.md") as fh:
         card = fh.read()
     assert "## Card corners" in card and "`corners` output" in card and "The detector alone" in card
     assert "card_corners_fp32.onnx" in card and "again (3 images" in card and "the same split" in card
+    # A card-free split has no corner row, only its false alarms, for every column.
+    assert "nocard (0 images" not in card
+    alarms = next(line for line in card.splitlines() if line.startswith("| nocard (3 card-free frames) |"))
+    assert alarms.count("|") == 5 and "n/a" not in alarms
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     # The tiny model finds no card, so the gate compared nothing, and its near-equal anchor scores

@@ -35,6 +35,15 @@ def test_metrics_on_hand_made_cases_count_a_missed_card_as_failure():
     assert m["pct_within_5px"] == pytest.approx(100 * 7 / 11)
 
 
+def test_a_card_free_set_reports_its_false_alarms_alone():
+    """A set of card-free frames (a false-alarm check) prints its one figure, not a table of NaN."""
+    from corners.metrics import format_table
+
+    m = summarize(np.zeros((0, 4)), np.zeros((0, 4), bool), negatives_found=np.array([False, True, False, False]))
+    assert format_table(m) == "4 images without a card: a card reported on 25.00 %"
+    assert "nan" not in format_table(m)
+
+
 def test_decode_weighted_corners_and_threshold():
     out = np.zeros((2, 17, 6), np.float32)
     out[:, 0:4] = np.array([240, 320, 200, 300], np.float32)[None, :, None]

@@ -191,3 +191,26 @@ def test_preview_sheet(tmp_path):
     sheet = cv2.imread(out)
     assert sheet.shape == (2 * IMAGE_HEIGHT // 4, 3 * IMAGE_WIDTH // 4, 3)
     assert sheet[: IMAGE_HEIGHT // 4].std() > 10      # rendered scenes, not blank tiles
+
+
+@pytest.mark.parametrize("preset", ["v1", "v2", "hard"])
+def test_negative_fraction_sets_the_share_of_card_free_frames(preset):
+    """--negative-fraction: 1 gives card-free frames only, 0 none; the preset's own share gives the
+    preset's images exactly (the stream draws the same numbers), so default datasets do not change."""
+    def scenes(fraction):
+        return [generate_dataset.render(np.random.default_rng([4, 0, i]), preset, [], None, fraction)
+                for i in range(12)]
+    for (scene, negative) in scenes(1.0):
+        assert negative and scene.corners is None and scene.mask.max() == 0
+    assert not any(negative for _, negative in scenes(0.0))
+    default, own = scenes(None), scenes(generate_dataset.default_negative_fraction(preset))
+    for (a, neg_a), (b, neg_b) in zip(default, own):
+        assert neg_a == neg_b
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_negative_fraction_outside_zero_to_one_is_refused(tmp_path):
+    with pytest.raises(DataError, match="--negative-fraction must be between 0 and 1"):
+        generate_dataset.main(generate_dataset.get_args_parser().parse_args(
+            ["--output", str(tmp_path / "out"), "--num-train", "1", "--num-test", "0", "--quiet",
+             "--negative-fraction", "1.5"]))

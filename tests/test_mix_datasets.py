@@ -37,6 +37,22 @@ def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
         mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(out), f"a={tmp_path / 'a'}"]))
 
 
+def test_a_count_of_zero_takes_nothing_even_from_a_missing_split(tmp_path):
+    """A set of card-free training frames (no test split) joins a mix with :N:0."""
+    import mix_datasets
+    from dataset import find_samples
+
+    make_dataset(tmp_path / "neg", 3, 0, seed=4, workers=1, preset="v1", extra=["--negative-fraction", "1"])
+    make_dataset(tmp_path / "a", 2, 2, seed=1, workers=1, preset="v1")
+    out = tmp_path / "mix"
+    result = mix_datasets.main(mix_datasets.get_args_parser().parse_args(
+        [str(out), f"a={tmp_path / 'a'}", f"neg={tmp_path / 'neg'}:3:0"]))
+    assert result["counts"] == {"a/train": 2, "a/test": 2, "neg/train": 3, "neg/test": 0}
+    assert len(find_samples(str(out), "train")) == 5 and len(find_samples(str(out), "test")) == 2
+    with open(out / "corner_annotations.json") as f:
+        assert not any(k.startswith("neg_") for split in json.load(f).values() for k in split)
+
+
 @pytest.mark.parametrize("source, message", [("nodir", "expected NAME=DIR"), ("a={missing}", "is not a folder"),
                                              ("a={data}:x", "whole numbers"), ("a b={data}", "plain NAME")])
 def test_mix_refuses_bad_sources(tmp_path, source, message):

@@ -125,10 +125,10 @@ def main(args: argparse.Namespace) -> dict:
     metrics, raw = evaluate_corner_model(model_path, data_path, args.split, args.conf, args.batch_size,
                                          args.device, args.limit, refine=not args.no_refine, refiner=args.refiner)
     print(format_table(metrics))
-    if "hidden_corners" in metrics:
+    if metrics.get("hidden_corners"):
         print(f"{metrics['hidden_corners']} corners hidden by a finger: "
               + ", ".join(f"{metrics[f'hidden_pct_within_{t}px']:.2f} % within {t} px" for t in THRESHOLDS_PX))
-    if "fallback_pct" in metrics:
+    if metrics["corners"] and "fallback_pct" in metrics:
         print(f"placed where their sides meet: {metrics['fallback_pct']:.2f} % of corners in the frame"
               + (f" ({metrics['fallback_pct_hidden']:.2f} % of hidden, {metrics['fallback_pct_visible']:.2f} % "
                  "of visible ones)" if "fallback_pct_hidden" in metrics else ""))

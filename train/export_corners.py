@@ -165,14 +165,16 @@ def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval
             else:
                 m = _rounded(evaluate_corner_model(path, data, "test", quiet=True, refine=refine)[0])
             info.setdefault(key, {})[name] = {k: m.get(k) for k in EXTRA_KEYS if k in m}
-            logger.info("%s%s on %s: %.2f %% within 5 px", os.path.basename(path), "" if refine else " (detector)",
-                        name, m["pct_within_5px"])
+            logger.info("%s%s on %s: %s", os.path.basename(path), "" if refine else " (detector)", name,
+                        f"{m['pct_within_5px']:.2f} % within 5 px" if m["images"]
+                        else f"a card claimed on {m['false_positive_pct']:.2f} % of {m['negative_images']} "
+                             "card-free frames")
 
 
 # What the model card's split table shows per file and split.
 EXTRA_KEYS = ("images", "corners", "missed_cards", "pct_within_5px", "pct_within_10px", "pct_within_20px",
               "hidden_corners", "hidden_pct_within_5px", "hidden_pct_within_10px", "hidden_pct_within_20px",
-              "fallback_pct", "fallback_pct_hidden", "fallback_pct_visible")
+              "fallback_pct", "fallback_pct_hidden", "fallback_pct_visible", "negative_images", "false_positive_pct")
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -56,24 +56,33 @@ def _init_worker(photos: PhotoPool | None) -> None:
     _PHOTOS = photos
 
 
-def render(rng: np.random.Generator, preset: str, backgrounds: list[str], photos: PhotoPool | None
-           ) -> tuple[synthetic.Scene, bool]:
-    """One scene of the preset from its own random stream; returns (scene, negative)."""
+def default_negative_fraction(preset: str) -> float:
+    """The share of card-free frames a preset draws (v1: as the users' data; v2 / hard: their Preset)."""
+    return synthetic.NEGATIVE_FRACTION if preset == "v1" else synthetic_v2.PRESETS[preset].negative
+
+
+def render(rng: np.random.Generator, preset: str, backgrounds: list[str], photos: PhotoPool | None,
+           negative_fraction: float | None = None) -> tuple[synthetic.Scene, bool]:
+    """One scene of the preset from its own random stream; returns (scene, negative).
+
+    negative_fraction replaces the preset's share of card-free frames; the stream draws the same
+    number, so with the preset's own share the images are those of the preset."""
+    if negative_fraction is None:
+        negative_fraction = default_negative_fraction(preset)
+    negative = rng.random() < negative_fraction
     if preset == "v1":
-        negative = rng.random() < synthetic.NEGATIVE_FRACTION
         return synthetic.render_scene(rng, negative=negative, user_backgrounds=backgrounds), negative
     p = synthetic_v2.PRESETS[preset]
-    negative = rng.random() < p.negative
     return synthetic_v2.render_scene_v2(rng, p, negative=negative, photos=photos), negative
 
 
 def _render_one(job: tuple) -> tuple[str, str, list | None, list | None]:
     """Render and write one sample; returns (split, file name, corners or None, corner states or None)."""
-    out_dir, split, index, seed, preset, backgrounds = job
+    out_dir, split, index, seed, preset, backgrounds, negative_fraction = job
     # One independent stream per (seed, split, index): the output does not depend on the
     # number of workers or the order in which they finish.
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
-    scene, negative = render(rng, preset, backgrounds, _PHOTOS)
+    scene, negative = render(rng, preset, backgrounds, _PHOTOS, negative_fraction)
     stem = f"{'negative' if negative else 'card'}_{split}_{index:06d}"
     split_dir = os.path.join(out_dir, split)
     ok_img, jpg = cv2.imencode(IMAGE_EXT, cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
@@ -112,6 +121,8 @@ def main(args: argparse.Namespace) -> dict:
                         "backgrounds and card art)")
     if args.photos and args.preset == "v1":
         raise DataError("--photos needs --preset v2 or hard (v1 takes --backgrounds)")
+    if args.negative_fraction is not None and not 0.0 <= args.negative_fraction <= 1.0:
+        raise DataError(f"--negative-fraction must be between 0 and 1, got {args.negative_fraction}")
     backgrounds = list_backgrounds(args.backgrounds)
     photos = open_pool(args.photos)
     if photos is not None:
@@ -126,7 +137,7 @@ def main(args: argparse.Namespace) -> dict:
     for split in SPLIT_IDS:
         for sub in ("images", "masks"):
             os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
-    jobs = [(out_dir, split, i, args.seed, args.preset, backgrounds)
+    jobs = [(out_dir, split, i, args.seed, args.preset, backgrounds, args.negative_fraction)
             for split, n in (("train", args.num_train), ("test", args.num_test)) for i in range(n)]
     annotations: dict[str, dict] = {"train": {}, "test": {}}
     states: dict[str, dict] = {"train": {}, "test": {}}
@@ -180,6 +191,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "recursively) for backgrounds and card art (v2 / hard)")
     p.add_argument("--backgrounds", default=None, help="v1 only: folder of your own background photos (used for "
                    "~half)")
+    p.add_argument("--negative-fraction", type=float, default=None, metavar="F",
+                   help="share of card-free frames, 0..1 (default: the preset's, about 0.05-0.08); e.g. 1 for a "
+                        "set of card-free frames that teaches a detector what is not a card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

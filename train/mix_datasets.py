@@ -5,7 +5,8 @@ photos) for fine-tuning, without copying a file.
     python train/mix_datasets.py /tmp/mine_plus v2=/tmp/v2train:2000 mine=dataset
 
 Each source is NAME=DIR[:N_TRAIN[:N_TEST]]: the first N images (by name) of its train and test
-splits, all of them without a count. Every image and its mask are linked into OUTPUT/<split>/
+splits, all of them without a count, none with 0 (the split need not exist: a folder of card-free
+training frames joins as neg=DIR:1200:0). Every image and its mask are linked into OUTPUT/<split>/
 under `NAME_<file>`, and corner_annotations.json (and the generator's corner_visibility.json,
 where a source has one) get their entries under the same names, so the mix is a dataset in the
 usual layout for train.py, train_corner_refiner.py and train_corners.py. A source without
@@ -68,7 +69,8 @@ def main(args: argparse.Namespace) -> dict:
         vis = _load_json(vis_path) if os.path.isfile(vis_path) else {}
         legend = legend or vis.get("states")
         for split, limit in zip(SPLITS, limits):
-            pairs = find_samples(path, split)[:limit]
+            # A count of 0 takes nothing: the source need not have that split at all.
+            pairs = [] if limit == 0 else find_samples(path, split)[:limit]
             for sub in ("images", "masks"):
                 os.makedirs(os.path.join(out, split, sub), exist_ok=True)
             for image, mask in pairs:

@@ -11,7 +11,16 @@ import glob
 import json
 import os
 
-from common import EXPORT_DIR, IMAGE_HEIGHT, IMAGE_WIDTH, DataError, atomic_write_bytes, resolve_path, run_script
+from common import (
+    EXPORT_DIR,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    NO_CARD_SCORE,
+    DataError,
+    atomic_write_bytes,
+    resolve_path,
+    run_script,
+)
 
 HEADER = f"""# cardscan exported models
 
@@ -32,8 +41,8 @@ repository root). A summary, not legal advice:
   v2 fine-tuning used photos from the Debian packages `plasma-workspace-wallpapers` (GPL-2+, KDE
   Visual Design Group) and `gnome-backgrounds` (CC BY-SA 3.0 and others) as backgrounds and card
   art; each package's `/usr/share/doc/<package>/copyright` lists its files' authors and licences.
-  The corner detector saw procedurally generated images only; the corner refiner's fine-tune used
-  the same two packages' photos. Photos you add to the generator keep their own licences.
+  The corner detector's last fine-tune and the corner refiner's used the same two packages'
+  photos. Photos you add to the generator keep their own licences.
 
 ## Limitations
 
@@ -42,22 +51,25 @@ repository root). A summary, not legal advice:
   --weights` on generator v2 images (`--preset v2`: hands over corners and edges, photographic
   backgrounds and card art from the two packages above, room and desk structure, card backs, foil,
   glare, low light; see `train/README.md`), then pruned and fine-tuned again; the commands are
-  under each model. The corner detector is still the one trained on v1 images; its refiner was
-  fine-tuned on v2, hard and v1 images with the same photos (visibility, the card's sides, drawn
-  occluders over its crops).
+  under each model. The corner detector, trained on v1 images on a GPU, was fine-tuned on the CPU
+  for 2 epochs on v2, hard and v1 images with the same photos, a third of them card-free frames;
+  its refiner was fine-tuned on the same card images (visibility, the card's sides, drawn occluders
+  over its crops).
 - **How they were measured.** On test splits no run trained on or chose a checkpoint with: the
   v1 look (`--preset v1 --seed 1000`, the split earlier figures used), v2 and the hard preset
   (corner fingers, structured and dark scenes, cards leaving the frame), both with photos of
-  `mate-backgrounds`, a package kept out of training. The tables under each model give the card
-  IoU of every file and of the previous release on each split, measured in one command. Real
-  photos may differ in ways none of these splits has.
+  `mate-backgrounds`, a package kept out of training, and for the corner model card-free frames of
+  each look (false alarms). The tables under each model give the figures of every file and of the
+  previous release on each split, measured in one command. Real photos may differ in ways none of
+  these splits has.
 - **What still fails** (overlays of the worst hard-split images): fingers and hands over the card,
   and hands right next to it, are often taken for card, so the mask bulges over the fingers that
   hold it; very dark, noisy frames lose most of the card; a card partly out of a dark frame loses
-  its edge. The corner detector, trained on v1 images only, is the weak stage on the hard split:
-  it misses some cards and puts many corners more than the refiner's reach (about 30 px) away, so a
-  corner under a finger is placed within 5 px only about a third of the time there (the table under
-  the corner model). A card cut off by the crop still gets four corners, one of them guessed.
+  its edge. The corner detector is the weak stage on the hard split: it still puts some corners
+  more than the refiner's reach (about 30 px) away, so a corner under a finger is placed within 5 px
+  only about 40 % of the time there, and it claims a card on about one card-free hard frame in six
+  (the tables under the corner model). A card cut off by the crop still gets four corners, one of
+  them guessed.
   Cards of other sizes, several cards in one frame, sleeves and binders are not in the training
   data at all.
 - **Measure on your own photos, then fine-tune.** Label a few hundred of your photos in the
@@ -328,11 +340,24 @@ def _corner_splits(meta: dict) -> list[str]:
              "(`corner_visibility.json`, state 1), scored alone.", "",
              "| split | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for name, m0 in first["extra_metrics"].items():
+        if not m0["images"]:   # a card-free set: its false alarms are in the table below
+            continue
         lines.append(f"| {name} ({m0['images']} images, {m0['corners']} corners) | "
                      + " | ".join(three(m[name]) for _, m in cols) + " |")
         if m0.get("hidden_corners"):
             lines.append(f"| {name}, under a finger ({m0['hidden_corners']} corners) | "
                          + " | ".join(three(m[name], "hidden_") for _, m in cols) + " |")
+    negatives = [(name, m0["negative_images"]) for name, m0 in first["extra_metrics"].items()
+                 if m0.get("negative_images")]
+    if negatives:
+        def alarms(m, name):
+            v = m[name].get("false_positive_pct")
+            return "n/a" if v is None else f"{v:.1f}"
+        lines += ["", f"A card claimed (`score` at least {NO_CARD_SCORE}) on each split's card-free frames (%, in the "
+                  "same command):",
+                  "", "| split | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+        lines += [f"| {name} ({n} card-free frames) | " + " | ".join(alarms(m, name) for _, m in cols) + " |"
+                  for name, n in negatives]
     fb = [(name, m) for name, m in first["extra_metrics"].items() if m.get("fallback_pct") is not None]
     if fb:
         lines += ["", f"The fallback (a hidden corner placed where its sides meet) in `{first['file']}`: "

@@ -118,6 +118,10 @@ def jsonable(m: dict) -> dict:
 
 def format_table(m: dict, thresholds=THRESHOLDS_PX) -> str:
     """Plain-text table of summarize()'s result, for the terminal."""
+    negatives = (f"{m['negative_images']} images without a card: a card reported on {m['false_positive_pct']:.2f} %"
+                 if "false_positive_pct" in m else None)
+    if not m["images"] and negatives:   # a card-free set (a false-alarm check): no corner table
+        return negatives
     rows = [("", *[f"<= {t} px" for t in thresholds])]
     rows.append(("all corners", *[f"{m[f'pct_within_{t}px']:.2f} %" for t in thresholds]))
     for name in CORNER_NAMES:
@@ -128,7 +132,6 @@ def format_table(m: dict, thresholds=THRESHOLDS_PX) -> str:
     lines.append(f"mean {m['mean_px']:.2f} px, median {m['median_px']:.2f} px, 95th percentile {m['p95_px']:.2f} px "
                  f"over {m['corners']} corners of {m['images']} images; {m['missed_cards']} cards missed "
                  f"(counted as failures); {m['corners_outside_frame']} corners outside the frame left out")
-    if "false_positive_pct" in m:
-        lines.append(f"{m['negative_images']} images without a card: a card reported on "
-                     f"{m['false_positive_pct']:.2f} %")
+    if negatives:
+        lines.append(negatives)
     return "\n".join(lines)
