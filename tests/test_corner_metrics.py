@@ -40,8 +40,10 @@ def test_a_card_free_set_reports_its_false_alarms_alone():
     from corners.metrics import format_table
 
     m = summarize(np.zeros((0, 4)), np.zeros((0, 4), bool), negatives_found=np.array([False, True, False, False]))
-    assert format_table(m) == "4 images without a card: a card reported on 25.00 %"
-    assert "nan" not in format_table(m)
+    assert format_table(m) == "a card claimed on 25.00 % of 4 card-free images"
+    # A split with cards and no card-free image has no false-alarm line (not "nan %").
+    m = summarize(np.zeros((1, 4)), np.ones((1, 4), bool), negatives_found=np.zeros(0, bool))
+    assert "card-free" not in format_table(m) and "nan" not in format_table(m)
 
 
 def test_decode_weighted_corners_and_threshold():

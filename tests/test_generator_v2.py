@@ -209,6 +209,19 @@ def test_negative_fraction_sets_the_share_of_card_free_frames(preset):
         np.testing.assert_array_equal(a.image, b.image)
 
 
+def test_v2_and_hard_presets_draw_the_scenes_they_drew_before_negative_fraction():
+    """Default datasets did not change with --negative-fraction: which scenes are card-free and the
+    corners of the others, 40 scenes of each preset (seed 0, train split), as generated before it."""
+    out = []
+    for preset in ("v2", "hard"):
+        for i in range(40):
+            scene, negative = generate_dataset.render(np.random.default_rng([0, 0, i]), preset, [], None)
+            out.append([preset, bool(negative), None if scene.corners is None else np.round(scene.corners, 4).tolist()])
+    assert sum(o[1] for o in out) == 6
+    digest = hashlib.sha256(json.dumps(out).encode()).hexdigest()
+    assert digest == "b1e8f21c36ff2675867a201a984812c30214554baf48d078ba7ffbbd597319e6"
+
+
 def test_negative_fraction_outside_zero_to_one_is_refused(tmp_path):
     with pytest.raises(DataError, match="--negative-fraction must be between 0 and 1"):
         generate_dataset.main(generate_dataset.get_args_parser().parse_args(

@@ -66,7 +66,7 @@ from corners.export import (  # noqa: E402
     refiner_summary,
     ultralytics_export,
 )
-from corners.metrics import jsonable  # noqa: E402
+from corners.metrics import false_alarms, jsonable  # noqa: E402
 from corners.predict import load_pose_model  # noqa: E402
 from corners.refine import DEFAULT_REFINER, load_refiner  # noqa: E402
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256, to_fp16  # noqa: E402
@@ -166,9 +166,7 @@ def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval
                 m = _rounded(evaluate_corner_model(path, data, "test", quiet=True, refine=refine)[0])
             info.setdefault(key, {})[name] = {k: m.get(k) for k in EXTRA_KEYS if k in m}
             logger.info("%s%s on %s: %s", os.path.basename(path), "" if refine else " (detector)", name,
-                        f"{m['pct_within_5px']:.2f} % within 5 px" if m["images"]
-                        else f"a card claimed on {m['false_positive_pct']:.2f} % of {m['negative_images']} "
-                             "card-free frames")
+                        f"{m['pct_within_5px']:.2f} % within 5 px" if m["images"] else false_alarms(m))
 
 
 # What the model card's split table shows per file and split.

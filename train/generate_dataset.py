@@ -191,8 +191,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "recursively) for backgrounds and card art (v2 / hard)")
     p.add_argument("--backgrounds", default=None, help="v1 only: folder of your own background photos (used for "
                    "~half)")
+    presets_share = ", ".join(f"{k} {default_negative_fraction(k):g}" for k in ("v1", "v2", "hard"))
     p.add_argument("--negative-fraction", type=float, default=None, metavar="F",
-                   help="share of card-free frames, 0..1 (default: the preset's, about 0.05-0.08); e.g. 1 for a "
+                   help=f"share of card-free frames, 0..1 (default: the preset's: {presets_share}); e.g. 1 for a "
                         "set of card-free frames that teaches a detector what is not a card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

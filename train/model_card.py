@@ -21,6 +21,7 @@ from common import (
     resolve_path,
     run_script,
 )
+from corners.metrics import false_alarms
 
 HEADER = f"""# cardscan exported models
 
@@ -246,8 +247,7 @@ def _corner_section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
             return "n/a" if m.get(key) is None else f"{m[key]:.2f} px"
         lines += ["", f"Mean error {px('mean_px')} (cards found), median {px('median_px')}, 95th percentile "
                   f"{px('p95_px')}; {m['missed_cards']} cards missed (counted as failures)"
-                  + (f"; a card claimed on {m['false_positive_pct']:.2f} % of {m['negative_images']} card-free images"
-                     if m.get("negative_images") else "") + ".", ""]
+                  + (f"; {false_alarms(m)}" if false_alarms(m) else "") + ".", ""]
         d = f.get("detector_test_metrics")
         if d:
             lines += [f"The detector alone (`output0` decoded, `evaluate_corners.py --no-refine`) on the same images: "

@@ -116,10 +116,16 @@ def jsonable(m: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
 
 
+def false_alarms(m: dict) -> str | None:
+    """summarize()'s false alarms in words, or None for a split without card-free images."""
+    if not m.get("negative_images"):
+        return None
+    return f"a card claimed on {m['false_positive_pct']:.2f} % of {m['negative_images']} card-free images"
+
+
 def format_table(m: dict, thresholds=THRESHOLDS_PX) -> str:
     """Plain-text table of summarize()'s result, for the terminal."""
-    negatives = (f"{m['negative_images']} images without a card: a card reported on {m['false_positive_pct']:.2f} %"
-                 if "false_positive_pct" in m else None)
+    negatives = false_alarms(m)
     if not m["images"] and negatives:   # a card-free set (a false-alarm check): no corner table
         return negatives
     rows = [("", *[f"<= {t} px" for t in thresholds])]
