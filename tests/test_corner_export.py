@@ -141,7 +141,7 @@ def test_export_refuses_missing_mobile_extras(trained_corners, corner_dataset, t
     assert not os.listdir(tmp_path)
 
 
-def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt, corner_dataset, tmp_path):
+def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt, corner_dataset, tmp_path, capsys):
     import evaluate_corners
 
     args = evaluate_corners.get_args_parser().parse_args([
@@ -157,6 +157,15 @@ def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt,
     args = evaluate_corners.get_args_parser().parse_args([
         trained_corners["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "d.json"), "--no-refine"])
     assert evaluate_corners.main(args)["refined"] is False
+    # A card-free set (a false-alarm check) prints its false alarms alone: no table of NaN.
+    make_dataset(tmp_path / "card_free", 0, 2, seed=9, workers=1, preset="v1", extra=["--negative-fraction", "1"])
+    capsys.readouterr()
+    args = evaluate_corners.get_args_parser().parse_args([
+        trained_corners["best"], "--data-path", str(tmp_path / "card_free"), "--json", str(tmp_path / "n.json"),
+        "--refiner", refiner_ckpt["best"]])
+    assert evaluate_corners.main(args)["negative_images"] == 2
+    printed = capsys.readouterr().out
+    assert "of 2 card-free images" in printed and "nan" not in printed
 
 
 def test_preview_writes_ten_examples(corner_dataset, tmp_path):
