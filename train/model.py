@@ -7,7 +7,7 @@ dict, which keeps the export and Torch-Pruning simple.
 Two architecture options trade accuracy for speed (train.py --output-stride / --reduced-tail):
 - output stride 16 (torchvision's LR-ASPP): the backbone's last stage is dilated and runs at 1/16 of
   the input (40 x 30 at 640 x 480); it holds the eight costliest nodes of the deployed model in
-  WASM, 39 % of its time (README, Browser speed). Output stride 32 strides that stage instead
+  WASM, about 40 % of its time (README, Browser speed). Output stride 32 strides that stage instead
   (20 x 15): the same weights at a quarter of the cost, so a trained model converts and
   fine-tunes (to_output_stride_32).
 - reduced_tail: torchvision's MobileNetV3 option that halves the last stage's channels; its shapes
@@ -99,6 +99,22 @@ def build_model(pretrained_backbone: bool = True, output_stride: int = 16, reduc
     return model
 
 
+def to_reduced_tail(model: CardSegmenter) -> tuple[CardSegmenter, int, int]:
+    """A new model with the reduced tail, in the model's output stride, carrying over every tensor
+    whose shape still matches; returns (model, tensors copied, tensors in all)."""
+    new = build_model(False, output_stride(model), reduced_tail=True)
+    copied, total = load_matching(new, model.state_dict())
+    new.pretrained_backbone = getattr(model, "pretrained_backbone", False)
+    return new, copied, total
+
+
+def checkpoint_architecture(ckpt: dict) -> tuple[int, bool]:
+    """(output stride, reduced tail) a checkpoint's model was built with: its recorded args, else
+    torchvision's LR-ASPP (16, full tail), as every checkpoint from before the options."""
+    args = ckpt.get("args") or {}
+    return args.get("output_stride") or 16, bool(args.get("reduced_tail"))
+
+
 def _dilated_convs(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.net.backbone.modules() if isinstance(m, nn.Conv2d) and m.dilation != (1, 1)]
 
@@ -146,8 +162,7 @@ def load_checkpoint_model(path: str, map_location: str = "cpu") -> tuple[nn.Modu
     if ckpt.get("model_object") is not None:
         model = ckpt["model_object"]
     else:
-        args = ckpt.get("args") or {}
-        model = build_model(pretrained_backbone=False, output_stride=args.get("output_stride") or 16,
-                            reduced_tail=bool(args.get("reduced_tail")))
+        stride, reduced_tail = checkpoint_architecture(ckpt)
+        model = build_model(pretrained_backbone=False, output_stride=stride, reduced_tail=reduced_tail)
         model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -38,7 +38,7 @@ from common import (
     run_script,
 )
 from metrics import segmentation_loss
-from model import load_checkpoint_model, output_stride
+from model import checkpoint_architecture, load_checkpoint_model, output_stride
 from onnx_utils import machine_description, onnx_latencies
 from segmentation_export import export_and_verify, gate_images
 
@@ -219,7 +219,7 @@ def save_pruned(row: dict, args, source: dict) -> None:
                        # The architecture is the source's: recorded for the model card and later runs.
                        "args": vars(args) | {"amp_dtype": str(args.amp_dtype),
                                              "output_stride": output_stride(row["model"]),
-                                             "reduced_tail": bool((source.get("args") or {}).get("reduced_tail"))},
+                                             "reduced_tail": checkpoint_architecture(source)[1]},
                        "history": source.get("history", [])}, row["checkpoint"])
 
 

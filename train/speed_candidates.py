@@ -27,7 +27,7 @@ import os
 import torch
 
 from common import TRAIN_DIR, resolve_path, run_script
-from model import build_model, load_checkpoint_model, load_matching, to_output_stride_32
+from model import load_checkpoint_model, to_output_stride_32, to_reduced_tail
 from onnx_utils import conv_macs
 from prune import make_pruner
 from segmentation_export import to_onnx
@@ -47,12 +47,6 @@ def pruned(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
     return model
 
 
-def reduced_tail(model: torch.nn.Module) -> torch.nn.Module:
-    new = build_model(False, reduced_tail=True)
-    load_matching(new, model.state_dict())
-    return new
-
-
 # name -> (how the candidate is built from (full, deployed), how it would be trained); built lazily,
 # so --only builds (and prunes) nothing it does not export.
 CANDIDATES = {
@@ -63,7 +57,7 @@ CANDIDATES = {
     "pruned50": (lambda full, deployed: pruned(full, 0.5), "prune.py FULL --pruning-ratios 0.5"),
     "os32_pruned50": (lambda full, deployed: pruned(to_output_stride_32(copy.deepcopy(full)), 0.5),
                       "prune.py on an --output-stride 32 checkpoint, --pruning-ratios 0.5"),
-    "reduced_tail": (lambda full, deployed: reduced_tail(full), "train.py --weights FULL --reduced-tail"),
+    "reduced_tail": (lambda full, deployed: to_reduced_tail(full)[0], "train.py --weights FULL --reduced-tail"),
 }
 
 

@@ -47,10 +47,11 @@ from metrics import ConfusionMatrix, reduce_sum, segmentation_loss
 from model import (
     OUTPUT_STRIDES,
     build_model,
+    checkpoint_architecture,
     load_checkpoint_model,
-    load_matching,
     output_stride,
     to_output_stride_32,
+    to_reduced_tail,
 )
 
 logger = logging.getLogger(__name__)
@@ -283,19 +284,16 @@ def resolve_args(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
 def adapt_architecture(model: torch.nn.Module, source: dict, pruned: bool, args: argparse.Namespace):
     """The --weights model in the architecture the flags ask for (model.py): output stride 16 -> 32
     in place; a reduced tail as a new model with every tensor whose shape still matches."""
-    had_reduced_tail = bool((source.get("args") or {}).get("reduced_tail"))
+    _, had_reduced_tail = checkpoint_architecture(source)
     if args.output_stride == 16 and output_stride(model) == 32:
         raise ScriptError(f"{args.weights} has output stride 32; it cannot be turned back into 16 (train a "
                           f"stride-16 model from a stride-16 checkpoint or from ImageNet)")
     if args.reduced_tail and not had_reduced_tail:
         if pruned:
             raise ScriptError(f"{args.weights} is pruned: --reduced-tail needs an unpruned checkpoint")
-        new = build_model(False, output_stride(model), reduced_tail=True)
-        copied, total = load_matching(new, model.state_dict())
+        model, copied, total = to_reduced_tail(model)
         logger.info("reduced tail: %d of its %d tensors carried over from %s, the rest initialised anew", copied,
                     total, args.weights)
-        new.pretrained_backbone = model.pretrained_backbone
-        model = new
     args.reduced_tail = args.reduced_tail or had_reduced_tail
     if args.output_stride == 32 and output_stride(model) == 16:
         to_output_stride_32(model)
@@ -327,7 +325,7 @@ def main(args: argparse.Namespace) -> dict:
             logger.info("initialised the model from %s", args.weights)
             model = adapt_architecture(model, source, pruned, args)
         else:   # resuming: the checkpoint's architecture, whatever the flags say
-            args.reduced_tail = bool((source.get("args") or {}).get("reduced_tail"))
+            _, args.reduced_tail = checkpoint_architecture(source)
         args.output_stride = output_stride(model)
     else:
         model, pruned, lineage = build_model(args.pretrained, args.output_stride or 16, args.reduced_tail), False, {}
