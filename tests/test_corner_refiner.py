@@ -20,20 +20,22 @@ def _card_image(quad):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at_it(augment):
-    """Each corner's crop has the card towards its bottom right, and the training target is where the
-    corner is in the crop: around it, only the bottom-right quadrant is card. The augmentation's
-    mirror must swap the target with the pixels."""
+@pytest.mark.parametrize("spacing", [1.0, 2.0], ids=["fine", "coarse"])
+def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at_it(augment, spacing):
+    """Each corner's crop, fine or coarse, has the card towards its bottom right, and the training
+    target is where the corner is in the crop: around it, only the bottom-right quadrant is card. The
+    augmentation's mirror must swap the target with the pixels."""
     from corners.refine import CROP_PX, extract_crops, rotations
-    from train_corner_refiner import photometric_and_mirror
+    from train_corner_refiner import max_jitter_px, photometric_and_mirror
 
     quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [90.0, 480.0]])
     rng = np.random.default_rng(0)
+    reach = max_jitter_px(spacing) - 4 * spacing
     for _ in range(4):
-        jitter = torch.from_numpy(rng.uniform(-15, 15, (4, 2)).astype(np.float32))
+        jitter = torch.from_numpy(rng.uniform(-reach, reach, (4, 2)).astype(np.float32))
         rot = rotations()
-        crops = extract_crops(_card_image(quad), (torch.from_numpy(quad).float() + 0.5 - jitter)[None], rot)
-        target = (rot.transpose(-1, -2) @ jitter[..., None])[..., 0]
+        crops = extract_crops(_card_image(quad), (torch.from_numpy(quad).float() + 0.5 - jitter)[None], rot, spacing)
+        target = (rot.transpose(-1, -2) @ jitter[..., None])[..., 0] / spacing
         if augment:
             crops, target = photometric_and_mirror(crops, target, rng)
         for k in range(4):
@@ -41,25 +43,27 @@ def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at
 
             def at(dx, dy, crop=crops[k], cx=cx, cy=cy):
                 return float(crop[:, int(round(cy + dy)), int(round(cx + dx))].mean())
-            assert at(5, 5) > at(-5, -5) + 0.3 and at(5, 5) > at(5, -5) + 0.3 and at(5, 5) > at(-5, 5) + 0.3, k
+            assert at(3, 3) > at(-3, -3) + 0.3 and at(3, 3) > at(3, -3) + 0.3 and at(3, 3) > at(-3, 3) + 0.3, k
 
 
 def test_refiner_crops_sample_exactly_where_the_geometry_says():
     """On an image whose pixels hold their own continuous coordinates (x + 0.5, y + 0.5), bilinear
-    sampling is exact, so every crop pixel must read centre + R_k @ (column - 31.5, row - 31.5): a
-    half-pixel slip or a wrong rotation shows here."""
+    sampling is exact, so every crop pixel must read centre + s_k * R_k @ (column - 15.5, row - 15.5),
+    s_k each crop's spacing (here coarse, fine, coarse, fine): a half-pixel slip, a wrong rotation or
+    a spacing applied to the wrong crop shows here."""
     from corners.refine import CROP_PX, crop_offsets, extract_crops, rotations
 
     ys, xs = torch.meshgrid(torch.arange(640.0) + 0.5, torch.arange(480.0) + 0.5, indexing="ij")
     image = torch.stack([xs, ys, torch.zeros_like(xs)])[None]
     centres = torch.tensor([[[100.25, 120.5], [380.0, 150.75], [350.5, 520.0], [90.0, 480.25]]])
+    spacing = torch.tensor([2.0, 1.0, 2.0, 1.0])
     rot = rotations()
-    crops = extract_crops(image, centres, rot)                                   # (4, 3, 64, 64)
-    expected = centres[0, :, None, :] + crop_offsets() @ rot.transpose(-1, -2)   # (4, 64 * 64, 2)
-    got = crops[:, :2].permute(0, 2, 3, 1).reshape(4, CROP_PX * CROP_PX, 2)
+    crops = extract_crops(image, centres, rot, spacing)                          # (4, 3, 32, 32)
+    expected = centres[0, :, None, :] + spacing[:, None, None] * crop_offsets() @ rot.transpose(-1, -2)
+    got = crops[:, :2].permute(0, 2, 3, 1).reshape(4, CROP_PX * CROP_PX, 2)      # (4, 32 * 32, 2)
     assert torch.allclose(got, expected, atol=1e-3)
-    # Crop pixel (31.5, 31.5), between the middle four, is the centre itself.
-    assert torch.allclose(got.view(4, CROP_PX, CROP_PX, 2)[:, 31:33, 31:33].mean((1, 2)), centres[0], atol=1e-3)
+    # Crop pixel (15.5, 15.5), between the middle four, is the centre itself.
+    assert torch.allclose(got.view(4, CROP_PX, CROP_PX, 2)[:, 15:17, 15:17].mean((1, 2)), centres[0], atol=1e-3)
 
 
 def _detector_output(quad, n_anchors):
@@ -263,6 +267,14 @@ def test_refiner_training_writes_checkpoints_and_loads(refiner_ckpt, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="bad.pt"):
         load_refiner(str(bad))
+    # A refiner trained on other crops (the 64 px full-resolution looks before) would point at the
+    # wrong place: refused for inference, a start for a fine-tune.
+    old = torch.load(refiner_ckpt["best"], weights_only=True)
+    old.update(crop_px=64, look_spacing=None, edge_spacing=None)
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(DataError, match="old.pt: a refiner trained on other crops"):
+        load_refiner(str(tmp_path / "old.pt"))
+    assert isinstance(load_refiner(str(tmp_path / "old.pt"), finetune=True), CornerRefiner)
 
 
 def test_refiner_resume_continues_an_interrupted_run_exactly(corner_dataset, tmp_path, monkeypatch):

@@ -141,10 +141,11 @@ detector returns zeros) and for WASM, where FP16 is slower. Two stages in one gr
    `train/train_corners.py`: finds the card and its corners to within a few pixels. FP16 weights
    and compute.
 2. The corner refiner (`train/corners/refine.py`, 0.1 M parameters, FP32), trained by
-   `train/train_corner_refiner.py`: looks at a 64 x 64 px crop around each corner, moves it onto
-   the card's edges and judges whether the corner is in sight; looks at 3 points on each side and
-   fits the side's line. A corner it cannot see (under a thumb, out of the frame) is placed where
-   its two sides meet: a card is a convex quadrilateral. Then the quad is checked (below).
+   `train/train_corner_refiner.py`: looks twice at a 32 x 32 px crop around each corner (coarse,
+   then finer: the spacings are under Refiner below), moves it onto the card's edges and judges
+   whether the corner is in sight; looks at 3 points on each side and fits the side's line. A
+   corner it cannot see (under a thumb, out of the frame) is placed where its two sides meet: a
+   card is a convex quadrilateral. Then the quad is checked (below).
 
 Exported by `train/export_corners.py`, float32 input and outputs, opset 17: onnxruntime-web (WASM
 and WebGPU; checked in Chromium with WASM), ONNX Runtime Mobile (Android / iOS, the
@@ -168,11 +169,11 @@ lacks it) and native onnxruntime run it as is.
   repair, under 0.4 % of the frame, an angle within 20 degrees of flat, or its mean long side over
   3x its mean short side. So every caller treats such a quad as "no card" through the same 0.25.
 
-What the graph does after the detector: two refiner looks per corner; one look at 25, 50 and 75 %
-of each side; each side's line fitted to its edge points weighted by their visibility; a corner
-with visibility below 0.8 moved to where its sides meet (on a ramp from 0.7 to 0.9, so nothing
-jumps between frames; when both sides were seen, they meet at
-more than 14 degrees and the point is within 60 px of the refined corner); the quad put clockwise
+What the graph does after the detector: two refiner looks per corner (coarse, then finer); one
+look at 25, 50 and 75 % of each side; each side's line fitted to its edge points weighted by
+their visibility; a corner with visibility below 0.8 moved to where its sides meet (on a ramp
+from 0.7 to 0.9, so nothing jumps between frames; when both sides were seen, they meet at more
+than 14 degrees and the point is within 60 px of the refined corner); the quad put clockwise
 from the corner with the smallest x + y (untangling swapped corners); a reflex corner replaced by
 its sides' meeting point (or the parallelogram's fourth corner); the card check above.
 
@@ -277,7 +278,10 @@ def _corner_section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
         if r.get("note"):
             lines.insert(-1, f"- {r['note']}")
         if r.get("outside_margin_px") is not None:
-            lines.insert(-1, f"- {r['refine_steps']} looks per corner; corners the detector places more than "
+            looks = (f" ({r['crop_px']} x {r['crop_px']} px crops at "
+                     + ", then ".join(f"{s:g}" for s in r["look_spacing"]) + " image px per crop px)"
+                     if r.get("look_spacing") else "")
+            lines.insert(-1, f"- {r['refine_steps']} looks per corner{looks}; corners the detector places more than "
                              f"{r['outside_margin_px']:g} px outside the image are not refined (they move only "
                              "where their sides meet)")
     lines += ["Reproduce:", "", "```", meta["export_command"], "```", ""]

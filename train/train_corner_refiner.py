@@ -7,19 +7,22 @@ card's edges.
     python train/train_corner_refiner.py --data-path /data/cards --weights train/checkpoints/card_corner_refiner.pt
     python train/export_corners.py <corner best.pt> --refiner train/runs/corner_refiner/best.pt
 
-Every annotated image gives 4 crops, one per corner, centred on the true corner moved by a random
-jitter; the refiner learns to point back at the corner. The jitter does not come from the corner
-model, so the refiner does not depend on one detector's mistakes: mostly Gaussian
-(--jitter-px, 6 px: the shipped detector's typical error) with a share spread uniformly up to
-26 px (its tail). Corners outside the frame are left out. Training crops also get random
-brightness, contrast, colour, noise, blur and a mirror about the crop's diagonal (which keeps the
-card towards the bottom right). The validation split's jitter is fixed, so epochs compare.
+Every annotated image gives 12 crops: each corner twice, as the graph looks at it (a coarse crop,
+then a finer one: corners/refine.py), and one point on each side. Each is centred on the true
+point moved by a random jitter; the refiner learns to point back at it. The jitter does not come
+from the corner model, so the refiner does not depend on one detector's mistakes: for the coarse
+look mostly Gaussian (--jitter-px, 6 px: the shipped detector's typical error) with a share spread
+uniformly up to 26 px (its tail); for the finer look and the sides smaller (FINE_JITTER_PX,
+EDGE_JITTER_PX), a share up to the crop's reach. Corners outside the frame are left out. Training
+crops also get random brightness, contrast, colour, noise, blur and a mirror about the crop's
+diagonal (which keeps the card towards the bottom right). The validation split's jitter is fixed,
+so epochs compare.
 
 Writes last.pt (every epoch) and best.pt (lowest validation mean error), both atomically,
 metrics.csv and TensorBoard events. --resume continues a run exactly (its data, length and
 schedule come from last.pt); --weights starts a new run from a refiner's weights (fine-tuning the
 committed one on your data, say). CUDA with FP16 mixed precision when present; the CPU works
-(about 100 s per epoch of 8000 images on 2 cores) with a warning.
+(about 70 s per epoch of 7500 images on 2 cores) with a warning.
 """
 
 from __future__ import annotations
@@ -51,12 +54,15 @@ from corners.data import corner_samples
 from corners.predict import load_checked
 from corners.refine import (
     CROP_PX,
+    EDGE_SPACING,
+    LOOK_SPACING,
     OUTSIDE_MARGIN_PX,
     VISIBLE_THRESHOLD,
     CornerRefiner,
     crop_offsets,
     extract_crops,
     load_refiner,
+    refiner_geometry,
     rotations,
 )
 from dataset import find_samples, read_mask
@@ -64,8 +70,17 @@ from synthetic_v2 import SKIN_TONES
 
 logger = logging.getLogger(__name__)
 
-MAX_JITTER_PX = CROP_PX / 2 - 6    # the corner stays inside the crop with a margin
+# A jitter's reach: the point stays inside the crop with a 6 px margin (26 px at spacing 2, 18 at 1.5).
+def max_jitter_px(spacing: float) -> float:
+    return CROP_PX / 2 * spacing - 6
+
+
 UNIFORM_JITTER_SHARE = 0.2
+# The finer look starts where the coarse one ended (a pixel or two off, up to several px under a
+# thumb); an edge crop on the side of the refined quad (a few px off). Wider than that: a jitter
+# tighter than the look's reach teaches the network to stay near the crop centre (with a 2 px
+# jitter a full-resolution look made a 5 px error a 1.9 px median one; the coarse look, 1.2 px).
+FINE_JITTER_PX, EDGE_JITTER_PX = 4.0, 4.0
 # Edge crops: one point per side and image, anywhere between 10 % and 90 % of the side. Their frame
 # turns up to a few degrees off the true side: in the graph it comes from refined corners.
 EDGE_T_RANGE = (0.1, 0.9)
@@ -81,20 +96,23 @@ VISIBILITY_LOSS_WEIGHT = 0.5
 # sleeve's bright edge. Shares of crops; the datasets' own hands come on top.
 FINGER_OVER, FINGER_BESIDE, OTHER_CARD, GLARE, SLEEVE = 0.15, 0.1, 0.05, 0.05, 0.05
 CSV_FIELDS = ["epoch", "lr", "train_loss", "val_jitter_mean_px", "val_mean_px", "val_median_px",
-              "val_within_1px", "val_within_2px", "val_within_5px", "val_hidden_mean_px", "val_hidden_within_5px",
-              "val_edge_mean_px", "val_visibility_acc", "epoch_s"]
+              "val_within_1px", "val_within_2px", "val_within_5px", "val_coarse_mean_px", "val_hidden_mean_px",
+              "val_hidden_within_5px", "val_edge_mean_px", "val_visibility_acc", "epoch_s"]
 VAL_EPOCH = -1                     # the jitter stream of the validation split, the same every epoch
 # What a resumed run keeps from its start (the rest, e.g. --workers or --device, may change).
 RUN_OPTIONS = ("data_path", "val_split", "epochs", "batch_size", "lr", "weight_decay", "jitter_px", "seed")
 CORNER, EDGE = 0, 1
+# An image's 12 crops: the 4 corners' coarse looks, their finer looks, then a point on each side.
+ITEM_KIND = np.array([CORNER] * 8 + [EDGE] * 4)
+ITEM_SPACING = np.array([LOOK_SPACING[0]] * 4 + [LOOK_SPACING[-1]] * 4 + [EDGE_SPACING] * 4, np.float32)
 
 
-def _jitter(rng: np.random.Generator, n: int, jitter_px: float) -> np.ndarray:
+def _jitter(rng: np.random.Generator, n: int, jitter_px: float, reach: float) -> np.ndarray:
     """(n, 2) px: Gaussian, a share spread uniformly to the crop's reach (the detector's tail)."""
     jitter = rng.normal(0.0, jitter_px, (n, 2))
     wide = rng.random(n) < UNIFORM_JITTER_SHARE
-    jitter[wide] = rng.uniform(-MAX_JITTER_PX, MAX_JITTER_PX, (int(wide.sum()), 2))
-    return np.clip(jitter, -MAX_JITTER_PX, MAX_JITTER_PX)
+    jitter[wide] = rng.uniform(-reach, reach, (int(wide.sum()), 2))
+    return np.clip(jitter, -reach, reach)
 
 
 def _in_sight(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -108,10 +126,11 @@ def _in_sight(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 class RefinerCrops(Dataset):
-    """Item i: image i's 4 corner crops then 4 edge crops (8, 3, 64, 64) float 0..1; the target
-    offset from each crop centre in crop pixels (8, 2); which target coordinates count (8, 2) (an
-    edge crop's x is free along the edge); whether the corner or edge point is in sight (8,) float;
-    and which crops to use (8,) bool (corners far outside the frame are not refined, so not trained)."""
+    """Item i: image i's 12 crops (ITEM_KIND, ITEM_SPACING: 4 coarse and 4 finer corner crops, 4 edge
+    crops) (12, 3, 32, 32) float 0..1; the target offset from each crop centre in crop pixels (12, 2);
+    which target coordinates count (12, 2) (an edge crop's x is free along the edge); whether the
+    corner or edge point is in sight (12,) float; and which crops to use (12,) bool (corners far
+    outside the frame are not refined, so not trained)."""
 
     def __init__(self, data_path: str, split: str, jitter_px: float, augment: bool, seed: int):
         samples = [(p, c) for p, c in corner_samples(data_path, split) if c is not None]
@@ -135,10 +154,12 @@ class RefinerCrops(Dataset):
         image = torch.from_numpy(load_checked(self.paths[i])).permute(2, 0, 1).float().div_(255)
         mask = read_mask(self.masks[i]) > 0
         h, w = mask.shape
-        # Corners: centre = truth - jitter, so the target is R_k^T @ jitter in the crop.
-        jitter = _jitter(rng, 4, self.jitter_px)
-        rot_c = self.rot.double().numpy()
-        target_c = np.einsum("kji,kj->ki", rot_c, jitter)
+        # Corners: centre = truth - jitter, so the target is R_k^T @ jitter / spacing in the crop.
+        coarse, fine = LOOK_SPACING[0], LOOK_SPACING[-1]
+        jitter = np.concatenate([_jitter(rng, 4, self.jitter_px, max_jitter_px(coarse)),
+                                 _jitter(rng, 4, FINE_JITTER_PX, max_jitter_px(fine))])
+        rot_c = np.tile(self.rot.double().numpy(), (2, 1, 1))                    # (8, 2, 2)
+        target_c = np.einsum("kji,kj->ki", rot_c, jitter) / ITEM_SPACING[:8, None]
         unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-9)   # noqa: E731
         probe_c = quad + CORNER_PROBE_PX * unit(unit(quad[[1, 2, 3, 0]] - quad) + unit(quad[[3, 0, 1, 2]] - quad))
         margin = OUTSIDE_MARGIN_PX
@@ -154,41 +175,46 @@ class RefinerCrops(Dataset):
         cos, sin = np.cos(ang), np.sin(ang)
         cu = np.stack([u[:, 0] * cos - u[:, 1] * sin, u[:, 0] * sin + u[:, 1] * cos], -1)
         cv = np.stack([-cu[:, 1], cu[:, 0]], -1)
-        shift = _jitter(rng, 4, self.jitter_px)
+        shift = _jitter(rng, 4, EDGE_JITTER_PX, max_jitter_px(EDGE_SPACING))
         centre_e = p - shift[:, 1:2] * cv + shift[:, 0:1] * 0.5 * cu
         # Where the true side crosses the crop's vertical axis: centre + s * cv on the line (p, u).
         cross = lambda x, y: x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0]               # noqa: E731
         s_cross = cross(p - centre_e, u) / cross(cv, u)
-        target_e = np.stack([np.zeros(4), s_cross], -1)
+        target_e = np.stack([np.zeros(4), s_cross / EDGE_SPACING], -1)
         rot_e = np.stack([cu, cv], -1)                                           # columns: crop x, crop y
-        centres = np.concatenate([quad - jitter, centre_e])
+        centres = np.concatenate([np.tile(quad, (2, 1)) - jitter, centre_e])
         rot = torch.from_numpy(np.concatenate([rot_c, rot_e])).float()
-        crops = extract_crops(image[None], torch.from_numpy(centres).float()[None], rot)   # (8, 3, 64, 64)
+        crops = extract_crops(image[None], torch.from_numpy(centres).float()[None], rot,
+                              torch.from_numpy(ITEM_SPACING)[None])              # (12, 3, 32, 32)
         target = np.concatenate([target_c, target_e]).astype(np.float32)
-        weight = np.concatenate([np.ones((4, 2)), np.tile([[0.0, 1.0]], (4, 1))]).astype(np.float32)
+        weight = np.concatenate([np.ones((8, 2)), np.tile([[0.0, 1.0]], (4, 1))]).astype(np.float32)
         weight[np.abs(target).max(1) > CROP_PX / 2 - 2] = 0.0      # the target is not in the crop
         # The edge point the crop answers for: where the side crosses the crop's vertical axis.
         q = centre_e + s_cross[:, None] * cv
-        visible = np.concatenate([_in_sight(mask, probe_c), _in_sight(mask, q + PROBE_PX * v)]).astype(np.float32)
-        kind = np.array([CORNER] * 4 + [EDGE] * 4)
+        corner_seen = _in_sight(mask, probe_c)
+        visible = np.concatenate([corner_seen, corner_seen, _in_sight(mask, q + PROBE_PX * v)]).astype(np.float32)
         crops, target = torch.from_numpy(crops.numpy()), torch.from_numpy(target)
         visible = torch.from_numpy(visible)
         if self.augment:
-            crops, visible = occlude(crops, target, visible, rng)
-            crops, target = photometric_and_mirror(crops, target, rng, kind)
-        use = np.concatenate([use_c, np.ones(4, bool)])
+            crops, visible = occlude(crops, target, visible, rng, ITEM_SPACING)
+            crops, target = photometric_and_mirror(crops, target, rng, ITEM_KIND)
+        use = np.concatenate([use_c, use_c, np.ones(4, bool)])
         return crops, target, torch.from_numpy(weight), visible, torch.from_numpy(use)
 
 
-def occlude(crops: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, rng: np.random.Generator):
-    """Occluders drawn on crops (n, 3, 64, 64) around each crop's target point (n, 2): a finger over
-    it (then hidden: visible 0) or beside it, another card's straight edge, a glare band, a
-    sleeve's bright edge. Fingers are capsules with cylinder shading in the generator's skin tones."""
+def occlude(crops: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, rng: np.random.Generator,
+            spacing: np.ndarray | None = None):
+    """Occluders drawn on crops (n, 3, 32, 32) around each crop's target point (n, 2, crop px): a
+    finger over it (then hidden: visible 0) or beside it, another card's straight edge, a glare
+    band, a sleeve's bright edge. Fingers are capsules with cylinder shading in the generator's skin
+    tones. Sizes are in image px: spacing (n,) image px per crop px (default 1)."""
     n = len(crops)
+    spacing = np.ones(n) if spacing is None else spacing
     out, visible = crops.clone(), visible.clone()
-    g = crop_offsets().view(CROP_PX, CROP_PX, 2).numpy()                         # (64, 64, 2) x, y
+    offsets = crop_offsets().view(CROP_PX, CROP_PX, 2).numpy()                   # (32, 32, 2) x, y
     for j in range(n):
-        tx, ty = target[j].tolist()
+        g = offsets * float(spacing[j])                                          # image px from the centre
+        tx, ty = (target[j] * float(spacing[j])).tolist()
         r = rng.random()
         if r < FINGER_OVER + FINGER_BESIDE:
             radius = rng.uniform(7, 24)
@@ -283,15 +309,16 @@ def make_loader(dataset: RefinerCrops, batch_size: int, workers: int, shuffle: b
 
 
 def flatten(batch, device):
-    """(B, 8, ...) -> (B * 8, ...) crops, targets, target weights, visibility and kind (0 corner,
-    1 edge), keeping the crops in use."""
+    """(B, 12, ...) -> (B * 12, ...) crops, targets, target weights, visibility, and per crop its
+    kind (0 corner, 1 edge) and spacing (image px per crop px), keeping the crops in use."""
     crops, target, weight, visible, use = batch
     use = use.reshape(-1)
-    kind = torch.tensor([CORNER] * 4 + [EDGE] * 4).repeat(len(batch[0]))[use]
+    kind = torch.from_numpy(ITEM_KIND).repeat(len(batch[0]))[use]
+    spacing = torch.from_numpy(ITEM_SPACING).repeat(len(batch[0]))[use]
     return (crops.reshape(-1, 3, CROP_PX, CROP_PX)[use].to(device, non_blocking=True),
             target.reshape(-1, 2)[use].to(device, non_blocking=True),
             weight.reshape(-1, 2)[use].to(device, non_blocking=True),
-            visible.reshape(-1)[use].to(device, non_blocking=True), kind)
+            visible.reshape(-1)[use].to(device, non_blocking=True), kind, spacing)
 
 
 def refiner_loss(pred: torch.Tensor, logit: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -306,30 +333,34 @@ def refiner_loss(pred: torch.Tensor, logit: torch.Tensor, target: torch.Tensor, 
 
 @torch.no_grad()
 def evaluate(model: CornerRefiner, loader: DataLoader, device: str, amp: bool) -> dict:
-    """Corner errors on corners in sight (the headline, as before) and on hidden ones, the edge
-    crops' error across the edge, and the visibility head's accuracy at VISIBLE_THRESHOLD."""
+    """In image px: the finer look's errors on corners in sight (the headline: the answer the graph
+    returns) and on hidden ones, the coarse look's on corners in sight, the edge crops' error
+    across the edge, and the visibility head's accuracy at VISIBLE_THRESHOLD (every crop)."""
     model.eval()
-    rows = {"err": [], "jit": [], "vis": [], "kind": [], "ok": [], "edge": []}
+    rows = {"err": [], "jit": [], "vis": [], "kind": [], "ok": [], "edge": [], "spacing": []}
     for batch in loader:
-        crops, target, weight, visible, kind = flatten(batch, device)
+        crops, target, weight, visible, kind, spacing = flatten(batch, device)
         with torch.autocast(torch.device(device).type, torch.float16, enabled=amp):
             pred, logit = model(crops)
         counted = weight.sum(-1).cpu() > 0
-        rows["err"].append(torch.linalg.norm(pred.float() - target, dim=-1).cpu())
-        rows["edge"].append((pred.float()[:, 1] - target[:, 1]).abs().cpu())
-        rows["jit"].append(torch.linalg.norm(target, dim=-1).cpu())
+        rows["err"].append(torch.linalg.norm(pred.float() - target, dim=-1).cpu() * spacing)
+        rows["edge"].append((pred.float()[:, 1] - target[:, 1]).abs().cpu() * spacing)
+        rows["jit"].append(torch.linalg.norm(target, dim=-1).cpu() * spacing)
         rows["vis"].append(visible.cpu())
         rows["kind"].append(kind)
+        rows["spacing"].append(spacing)
         rows["ok"].append((logit.float().sigmoid() >= VISIBLE_THRESHOLD).float().cpu() == visible.cpu())
         rows.setdefault("counted", []).append(counted)
     r = {k: torch.cat(v).numpy() for k, v in rows.items()}
     corner, edge = (r["kind"] == CORNER) & r["counted"], (r["kind"] == EDGE) & r["counted"]
-    seen, hidden = corner & (r["vis"] > 0.5), corner & (r["vis"] < 0.5)
+    fine, coarse = corner & (r["spacing"] == LOOK_SPACING[-1]), corner & (r["spacing"] == LOOK_SPACING[0])
+    seen, hidden = fine & (r["vis"] > 0.5), fine & (r["vis"] < 0.5)
     err = r["err"][seen]
     nan = float("nan")
     return {"val_jitter_mean_px": float(r["jit"][seen].mean()), "val_mean_px": float(err.mean()),
             "val_median_px": float(np.median(err)),
             **{f"val_within_{t}px": float((err <= t).mean() * 100) for t in (1, 2, 5)},
+            "val_coarse_mean_px": float(r["err"][coarse & (r["vis"] > 0.5)].mean()),
             "val_hidden_mean_px": float(r["err"][hidden].mean()) if hidden.any() else nan,
             "val_hidden_within_5px": float((r["err"][hidden] <= 5).mean() * 100) if hidden.any() else nan,
             "val_edge_mean_px": float(r["edge"][edge].mean()) if edge.any() else nan,
@@ -356,9 +387,9 @@ def load_run(path: str) -> dict:
     if missing:
         raise DataError(f"{path}: not a train_corner_refiner.py last.pt (no {', '.join(missing)}); "
                         "--weights takes a best.pt")
-    if "visible.weight" not in ckpt["model"]:
-        raise DataError(f"{path}: a run from before the refiner's visibility head cannot be resumed; start a new "
-                        f"run from its weights with --weights")
+    if "visible.weight" not in ckpt["model"] or {k: ckpt.get(k) for k in refiner_geometry()} != refiner_geometry():
+        raise DataError(f"{path}: a run from before the refiner's visibility head or its current crops "
+                        f"({refiner_geometry()}) cannot be resumed; start a new run from its weights with --weights")
     return ckpt
 
 
@@ -393,8 +424,7 @@ def main(args: argparse.Namespace) -> dict:
     val_set = RefinerCrops(data_path, args.val_split, args.jitter_px, augment=False, seed=args.seed)
     model = CornerRefiner()
     if args.weights:   # fine-tuning (e.g. the committed refiner on your own data): weights only
-        model.load_state_dict(load_refiner(resolve_path(args.weights), allow_missing_visibility=True).state_dict(),
-                              strict=False)
+        model.load_state_dict(load_refiner(resolve_path(args.weights), finetune=True).state_dict(), strict=False)
         logger.info("initialised the refiner from %s", args.weights)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -414,7 +444,7 @@ def main(args: argparse.Namespace) -> dict:
     writer = open_tensorboard(output_dir)
     pin = device.startswith("cuda")
     val_loader = make_loader(val_set, args.batch_size, args.workers, False, VAL_EPOCH, args.seed, pin)
-    logger.info("%d training and %d validation images, 8 crops each (4 corners, 4 edge points); %d epochs on %s",
+    logger.info("%d training and %d validation images, 12 crops each (4 corners twice, 4 edge points); %d epochs on %s",
                 len(train_set), len(val_set), args.epochs, device)
     for epoch in range(start, args.epochs):
         t0 = time.time()
@@ -422,7 +452,7 @@ def main(args: argparse.Namespace) -> dict:
         total, n = 0.0, 0
         loader = make_loader(train_set, args.batch_size, args.workers, True, epoch, args.seed, pin)
         for batch in tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=args.quiet, leave=False):
-            crops, target, weight, visible, _ = flatten(batch, device)
+            crops, target, weight, visible, _, _ = flatten(batch, device)
             with torch.autocast(torch.device(device).type, torch.float16, enabled=amp):
                 pred, logit = model(crops)
             loss = refiner_loss(pred, logit, target, weight, visible)
@@ -440,11 +470,11 @@ def main(args: argparse.Namespace) -> dict:
         best = min(best, row["val_mean_px"])
         ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best_val_mean_px": best,
-                "crop_px": CROP_PX, "args": {k: v for k, v in vars(args).items()}}
+                **refiner_geometry(), "args": {k: v for k, v in vars(args).items()}}
         atomic_torch_save(ckpt, os.path.join(output_dir, "last.pt"))
         if improved:
             # best.pt carries only what inference needs: loadable with weights_only=True.
-            atomic_torch_save({"model": model.state_dict(), "crop_px": CROP_PX, "epoch": epoch,
+            atomic_torch_save({"model": model.state_dict(), **refiner_geometry(), "epoch": epoch,
                                "val_mean_px": row["val_mean_px"], "history": history,
                                "args": {k: v for k, v in vars(args).items()}},
                               os.path.join(output_dir, "best.pt"))
@@ -466,7 +496,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="default: train/runs/corner_refiner (or the --resume folder)")
     p.add_argument("--val-split", default="test")
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (4 crops each)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (12 crops each)")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (one-cycle schedule)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--jitter-px", type=float, default=6.0, help="std of the Gaussian corner jitter, px")

@@ -36,7 +36,7 @@ from corners.predict import (
     to_input,
     torch_runner,
 )
-from corners.refine import OUTSIDE_MARGIN_PX, REFINE_STEPS, DecodeAndRefine, finish_corners
+from corners.refine import OUTSIDE_MARGIN_PX, REFINE_STEPS, DecodeAndRefine, finish_corners, refiner_geometry
 from onnx_utils import GateError, check_model, ort_session
 
 # opset 17: every onnxruntime build we target runs it (web 1.22 WASM/WebGPU, Mobile, CPU/CUDA).
@@ -174,7 +174,7 @@ def refiner_summary(path: str, note: str | None = None) -> dict:
     keep = ("epochs", "batch_size", "lr", "jitter_px", "seed")
     # The refinement settings the graph was built with, so the model card reads them from here.
     return {"checkpoint": os.path.basename(path), "note": note, "epoch": ckpt.get("epoch"),
-            "refine_steps": REFINE_STEPS, "outside_margin_px": OUTSIDE_MARGIN_PX,
+            "refine_steps": REFINE_STEPS, "outside_margin_px": OUTSIDE_MARGIN_PX, **refiner_geometry(),
             "args": {k: a[k] for k in keep if k in a}, "val_mean_px": ckpt.get("val_mean_px"), "epochs_run": len(h),
             "train_minutes": round(sum(r.get("epoch_s", 0) for r in h) / 60, 1)}
 

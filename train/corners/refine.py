@@ -4,22 +4,25 @@ can see the corner, and, where it cannot, puts the corner where the card's two e
 Why a second stage: YOLO-pose regresses every corner from the one anchor that found the card,
 so a large card's corners are offsets of 150-300 px from a stride-16/32 cell, and the last few
 pixels are the hardest part of that regression. A corner is a local pattern, two straight edges
-meeting, which a network looking at a 64 x 64 px crop centred on the guess pins down to about a
-pixel. People hold cards by the corners, though: under a thumb there is no corner to see, and a
-refiner trained on clean corners snaps onto the thumb's outline. So the network also answers
-"is the corner itself in sight?" (a visibility logit), and the same network locates the card's
-edges in crops along each side. A hidden corner is where its two straight edges meet (a card is a
-convex quadrilateral), and the edges' visible parts are far from the thumb.
+meeting, which a small network looking at crops centred on the guess (a coarse one, then a finer
+one) pins down to about a pixel. People hold cards by the corners, though: under a thumb there is
+no corner to see, and a refiner trained on clean corners snaps onto the thumb's outline. So the
+network also answers "is the corner itself in sight?" (a visibility logit), and the same network
+locates the card's edges in crops along each side. A hidden corner is where its two straight
+edges meet (a card is a convex quadrilateral), and the edges' visible parts are far from the
+thumb.
 
 Geometry (continuous pixel coordinates, as the detector's output: the image spans 0..W x 0..H):
   - each crop is rotated so the card lies towards the crop's bottom right for a corner (TL as is,
     TR turned a quarter, ...), and below a horizontal edge through the crop centre for an edge
     point: one network serves all of them;
-  - crop pixel (i, j) samples the image at centre + R @ (j - 31.5, i - 31.5) (bilinear, zero
-    outside the image), R mapping crop offsets to image offsets;
-  - the network returns the corner's offset from the crop centre in crop pixels (soft-argmax over a
-    16 x 16 heat map, so sub-pixel and at most CROP_PX / 2 away; for an edge crop only y counts,
-    the edge's distance below the centre); image offset = R @ that.
+  - a crop has a spacing s (image px per crop px): crop pixel (i, j) samples the image at
+    centre + s * R @ (j - 15.5, i - 15.5) (bilinear, zero outside the image), R mapping crop offsets
+    to image offsets. A corner's first look is coarse (s = 2: 64 x 64 image px at half resolution),
+    its second finer (s = 1.5: 48 x 48 px); edge points are looked at coarse;
+  - the network returns the corner's offset from the crop centre in crop pixels (soft-argmax over an
+    8 x 8 heat map, so sub-pixel and at most CROP_PX / 2 away; for an edge crop only y counts, the
+    edge's distance below the centre); image offset = s * R @ that.
 The same code builds the training crops, runs in Python evaluation and is exported inside
 card_corners.onnx, so training and deployment sample the image identically.
 """
@@ -38,19 +41,29 @@ from corners.metrics import decode_tensor
 
 # The committed refiner (trained on the synthetic dataset): the default of evaluation and export.
 DEFAULT_REFINER = os.path.join(TRAIN_DIR, "checkpoints", "card_corner_refiner.pt")
-CROP_PX = 64
+CROP_PX = 32
 # Crop rotation per corner (TL, TR, BR, BL), degrees, y down: the card extends to +x and +y of
 # the crop for every corner.
 ROTATION_DEG = (0.0, 90.0, 180.0, 270.0)
-HEATMAP = 16   # heat-map cells per side: 4 crop pixels each, refined below a pixel by soft-argmax
-# Two looks: the first brings a corner the detector put 15-25 px off into the middle of the crop,
-# where the second pins it down. Corners the detector puts up to 16 px outside the image are still
-# refined: the crop reaches 32 px, so a true corner near the border is in it.
-REFINE_STEPS = 2
+HEATMAP = 8    # heat-map cells per side: 4 crop pixels each, refined below a pixel by soft-argmax
+# Two looks at each corner, image px per crop px: the first, coarse, reaches 32 px and brings a
+# corner the detector put 15-25 px off near the middle of the crop; the second pins it down. Both
+# 32 x 32 crop px: a quarter of the pixels of two full-resolution 64 px looks, which is what keeps
+# the stage near a tenth of the detector's time (docs/experiments.md). Not at full resolution: a
+# 32 px window on a card's rounded corner shows too little of its straight edges to extrapolate
+# them (from the true corners of the clean unseen split, a look at s = 1 was off by 1.22 px in
+# the median, no better than the coarse look's 1.23 px; the 64 px refiner's look, by 0.81 px).
+# Corners the detector puts up to 16 px outside the image are still refined: the coarse crop
+# reaches 32 px, so a true corner near the border is in it.
+LOOK_SPACING = (2.0, 1.5)
+REFINE_STEPS = len(LOOK_SPACING)
 OUTSIDE_MARGIN_PX = 16.0
+# Edge points are looked at once, coarse: the sides of a quad whose hidden corner was refined onto
+# a thumb can be 20 px off, and a fine crop (16 px reach) lost a tenth of the hidden corners within
+# 20 px of the hard split.
+EDGE_SPACING = 2.0
 # Where along each side (fractions from its first corner, clockwise) the network looks for the
-# edge: three points, so one finger across a side still leaves two to fit its line. One look
-# each: the sides of the quad from the refined corners are a few px off at most.
+# edge: three points, so one finger across a side still leaves two to fit its line.
 EDGE_FRACTIONS = (0.25, 0.5, 0.75)
 # Below this visibility the corner is taken as hidden and replaced by its sides' meeting point.
 # Chosen on the refiner's validation split (v2 + hard + v1, corners within 5 px with a hard switch:
@@ -93,18 +106,24 @@ def crop_offsets(dtype=torch.float32, device=None) -> torch.Tensor:
     return torch.stack([gx, gy], -1).reshape(-1, 2)
 
 
-def extract_crops(images: torch.Tensor, centres: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """images (B, 3, H, W) float; centres (B, K, 2) continuous px; rot (K, 2, 2) or (B, K, 2, 2)
+def extract_crops(images: torch.Tensor, centres: torch.Tensor, rot: torch.Tensor, spacing=1.0) -> torch.Tensor:
+    """images (B, 3, H, W) float; centres (B, K, 2) continuous px; rot (K, 2, 2) or (B, K, 2, 2);
+    spacing: image px per crop px, a number or (K,) / (B, K) per crop
     -> crops (B * K, 3, CROP_PX, CROP_PX), image b's K crops consecutive."""
     b, k = centres.shape[:2]
     h, w = images.shape[-2:]
-    rot = rot.expand(b, k, 2, 2)
-    # (P, 2) @ (B, K, 2, 2)^T -> (B, K, P, 2): every crop pixel's image position.
-    pts = centres[:, :, None, :] + crop_offsets(images.dtype, images.device) @ rot.transpose(-1, -2)
     # grid_sample with align_corners=False: -1 and 1 are the outer edges of the image, exactly
-    # continuous 0 and W (H).
+    # continuous 0 and W (H). One affine map per crop, crop offset (x, y, 1) -> that normalised
+    # position, (2 / size) * (centre + s * R @ offset) - 1, built on the small (B, K, 2, 3) tensors:
+    # the per-pixel work is then one MatMul, where element-wise ops over every crop pixel cost
+    # onnxruntime about as much as the sampling.
     scale = torch.tensor([2.0 / w, 2.0 / h], dtype=images.dtype, device=images.device)
-    grid = (pts * scale - 1).reshape(b, k * CROP_PX, CROP_PX, 2)
+    s = torch.as_tensor(spacing, dtype=images.dtype, device=images.device).expand(b, k)
+    linear = rot.expand(b, k, 2, 2) * s[..., None, None] * scale[:, None]
+    affine = torch.cat([linear, (centres * scale - 1)[..., None]], -1)                 # (B, K, 2, 3)
+    offsets = crop_offsets(images.dtype, images.device)
+    offsets = torch.cat([offsets, torch.ones_like(offsets[:, :1])], -1)               # (P, 3)
+    grid = (offsets @ affine.transpose(-1, -2)).reshape(b, k * CROP_PX, CROP_PX, 2)
     crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # (B, 3, K * CROP, CROP) -> (B * K, 3, CROP, CROP)
     return crops.reshape(b, 3, k, CROP_PX, CROP_PX).transpose(1, 2).reshape(b * k, 3, CROP_PX, CROP_PX)
@@ -116,21 +135,21 @@ def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequenti
 
 
 class CornerRefiner(nn.Module):
-    """(N, 3, 64, 64) RGB 0..1 crops -> (N, 2) corner (or edge) offset from the crop centre in crop
+    """(N, 3, 32, 32) RGB 0..1 crops -> (N, 2) corner (or edge) offset from the crop centre in crop
     pixels, and (N,) the logit that the corner (edge point) nearest the centre is in sight.
 
-    64 -> 32 -> 16 -> 8 px with dilated 8x8 convolutions (receptive field over the whole crop, so
-    it sees both edges), the 8x8 map upsampled onto the 16x16 one, one logit per 16x16 cell, and
+    32 -> 16 -> 8 -> 4 px with dilated 4x4 convolutions (receptive field over the whole crop, so
+    it sees both edges), the 4x4 map upsampled onto the 8x8 one, one logit per 8x8 cell, and
     the expectation of the cell centres under their softmax. Visibility reads the central 4 x 4
     cells (16 px) of the same features: the question is about the centre, not the whole crop.
-    About 99 k parameters.
+    About 99 k parameters, 4.7 M multiply-adds per crop.
     """
 
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(_cbr(3, 16), _cbr(16, 24, 2))                               # 32 x 32
-        self.mid = nn.Sequential(_cbr(24, 32, 2), _cbr(32, 32))                              # 16 x 16
-        self.deep = nn.Sequential(_cbr(32, 48, 2), _cbr(48, 48, 1, 2), _cbr(48, 48, 1, 4))   # 8 x 8
+        self.stem = nn.Sequential(_cbr(3, 16), _cbr(16, 24, 2))                               # 16 x 16
+        self.mid = nn.Sequential(_cbr(24, 32, 2), _cbr(32, 32))                              # 8 x 8
+        self.deep = nn.Sequential(_cbr(32, 48, 2), _cbr(48, 48, 1, 1), _cbr(48, 48, 1, 2))   # 4 x 4
         self.head = nn.Sequential(_cbr(48 + 32, 32), nn.Conv2d(32, 1, 1))
         self.visible = nn.Linear(32, 1)
         cell = CROP_PX / HEATMAP
@@ -139,8 +158,8 @@ class CornerRefiner(nn.Module):
     def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mid = self.mid(self.stem(crops))
         deep = F.interpolate(self.deep(mid), scale_factor=2.0, mode="bilinear", align_corners=False)
-        feat = self.head[0](torch.cat([deep, mid], 1))                             # (N, 32, 16, 16)
-        logits = self.head[1](feat).flatten(1).float()                             # (N, 16 * 16)
+        feat = self.head[0](torch.cat([deep, mid], 1))                             # (N, 32, 8, 8)
+        logits = self.head[1](feat).flatten(1).float()                             # (N, 8 * 8)
         prob = logits.softmax(-1).view(-1, HEATMAP, HEATMAP)                       # rows = y, columns = x
         x = (prob.sum(1) * self.cells).sum(-1)
         y = (prob.sum(2) * self.cells).sum(-1)
@@ -158,23 +177,25 @@ NEXT = [1, 2, 3, 0]    # corner k's clockwise neighbour; side k runs from corner
 PREV = [3, 0, 1, 2]
 
 
-def refine_corners(refiner: CornerRefiner, images: torch.Tensor, corners: torch.Tensor, steps: int = REFINE_STEPS,
-                   margin: float = OUTSIDE_MARGIN_PX) -> tuple[torch.Tensor, torch.Tensor]:
+def refine_corners(refiner: CornerRefiner, images: torch.Tensor, corners: torch.Tensor,
+                   looks: tuple[float, ...] = LOOK_SPACING, margin: float = OUTSIDE_MARGIN_PX
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """images (B, 3, H, W) RGB 0..1; corners (B, 4, 2) continuous px -> refined (B, 4, 2) and the
     probability (B, 4) that each refined corner is in sight.
 
-    `steps` looks, each from the previous answer. A corner the detector puts more than `margin` px
-    outside the image is returned unchanged with visibility 0: the card runs out of the frame
-    there, and a crop of mostly padding has no corner to find."""
+    One look per entry of `looks` (its crop spacing), each from the previous answer. A corner the
+    detector puts more than `margin` px outside the image is returned unchanged with visibility 0:
+    the card runs out of the frame there, and a crop of mostly padding has no corner to find."""
     b, k = corners.shape[:2]
     h, w = images.shape[-2:]
     rot = rotations(images.dtype, images.device)
     moved = corners
     visible = torch.zeros(b, k, dtype=corners.dtype, device=corners.device)
-    for _ in range(steps):
-        crops = extract_crops(images, moved.to(images.dtype), rot)
+    for spacing in looks:
+        crops = extract_crops(images, moved.to(images.dtype), rot, spacing)
         offset, logit = refiner(crops)
-        moved = moved + (rot.to(corners.dtype) @ offset.view(b, k, 2).to(corners.dtype)[..., None])[..., 0]
+        step = spacing * offset.view(b, k, 2).to(corners.dtype)
+        moved = moved + (rot.to(corners.dtype) @ step[..., None])[..., 0]
         visible = logit.view(b, k).sigmoid().to(corners.dtype)
     x, y = corners[..., 0], corners[..., 1]
     inside = (x >= -margin) & (x <= w + margin) & (y >= -margin) & (y <= h + margin)
@@ -202,10 +223,11 @@ def locate_edges(refiner: CornerRefiner, images: torch.Tensor, quad: torch.Tenso
     points, rot = edge_frames(quad)                                               # (B, 4, T, 2), (B, 4, 2, 2)
     n = points.shape[2]
     crop_rot = rot[:, :, None].expand(b, 4, n, 2, 2).reshape(b, 4 * n, 2, 2)
-    crops = extract_crops(images, points.reshape(b, 4 * n, 2).to(images.dtype), crop_rot.to(images.dtype))
+    crops = extract_crops(images, points.reshape(b, 4 * n, 2).to(images.dtype), crop_rot.to(images.dtype),
+                          EDGE_SPACING)
     offset, logit = refiner(crops)
     # Only y counts for an edge crop: how far below the crop centre the edge runs.
-    dist = offset[:, 1].view(b, 4, n).to(quad.dtype)
+    dist = EDGE_SPACING * offset[:, 1].view(b, 4, n).to(quad.dtype)
     lo, hi = EDGE_WEIGHT_RAMP
     weight = ((logit.view(b, 4, n).sigmoid().to(quad.dtype) - lo) / (hi - lo)).clamp(0, 1)
     u, v = rot[..., 0], rot[..., 1]                                               # (B, 4, 2)
@@ -341,19 +363,27 @@ class DecodeAndRefine(nn.Module):
         return finish_corners(self.refiner, images, corners, score)
 
 
-def load_refiner(path: str, device: str | torch.device = "cpu", allow_missing_visibility: bool = False
-                 ) -> CornerRefiner:
+def refiner_geometry() -> dict:
+    """How this code crops for the refiner, as its checkpoints record it: weights trained on other
+    crops (the 64 px full-resolution looks before) point at the wrong place on these."""
+    return {"crop_px": CROP_PX, "look_spacing": list(LOOK_SPACING), "edge_spacing": EDGE_SPACING}
+
+
+def load_refiner(path: str, device: str | torch.device = "cpu", finetune: bool = False) -> CornerRefiner:
     """A CornerRefiner in eval mode from train_corner_refiner.py's checkpoint, or a DataError.
-    allow_missing_visibility: a refiner from before the visibility head (fine-tuning starts it fresh)."""
+    finetune: also a refiner from before the visibility head (it starts fresh) or trained on other
+    crops (the convolutions fit any crop size): a start for train_corner_refiner.py --weights."""
     if not os.path.isfile(path):
         raise DataError(f"{path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("crop_px") != CROP_PX:
-            raise DataError(f"{path}: crop size {ckpt.get('crop_px')} px, this code uses {CROP_PX}")
+        saved = {k: ckpt.get(k) for k in refiner_geometry()}
+        if saved != refiner_geometry() and not finetune:
+            raise DataError(f"{path}: a refiner trained on other crops ({saved}; this code crops "
+                            f"{refiner_geometry()}); it can only start a fine-tune (train_corner_refiner.py --weights)")
         model = CornerRefiner()
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        only_new_head = allow_missing_visibility and all(k.startswith("visible.") for k in missing)
+        only_new_head = finetune and all(k.startswith("visible.") for k in missing)
         if unexpected or (missing and not only_new_head):
             raise DataError(f"{path}: weights do not fit this refiner (missing {missing[:3]}, unexpected "
                             f"{unexpected[:3]}); a refiner from before the visibility head can only start "
