@@ -20,7 +20,7 @@ def _card_image(quad):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-@pytest.mark.parametrize("spacing", [1.0, 2.0], ids=["fine", "coarse"])
+@pytest.mark.parametrize("spacing", [1.0, 1.5, 2.0])
 def test_refiner_crops_show_every_corner_the_same_way_round_and_target_points_at_it(augment, spacing):
     """Each corner's crop, fine or coarse, has the card towards its bottom right, and the training
     target is where the corner is in the crop: around it, only the bottom-right quadrant is card. The
@@ -64,6 +64,80 @@ def test_refiner_crops_sample_exactly_where_the_geometry_says():
     assert torch.allclose(got, expected, atol=1e-3)
     # Crop pixel (15.5, 15.5), between the middle four, is the centre itself.
     assert torch.allclose(got.view(4, CROP_PX, CROP_PX, 2)[:, 15:17, 15:17].mean((1, 2)), centres[0], atol=1e-3)
+
+
+def test_looks_and_edge_points_scale_the_refiners_answer_by_their_spacing():
+    """A refiner that always answers the same offset (1, 2) crop px: each corner moves by
+    sum(LOOK_SPACING) * R_k @ (1, 2) image px, and each side's line runs EDGE_SPACING * 2 px inside
+    the quad's side. A spacing dropped or applied twice anywhere shows here."""
+    from corners.refine import EDGE_SPACING, LOOK_SPACING, CornerRefiner, locate_edges, refine_corners, rotations
+
+    class Constant(CornerRefiner):
+        def forward(self, crops):
+            n = len(crops)
+            return torch.tensor([[1.0, 2.0]]).expand(n, 2), torch.full((n,), 5.0)   # in sight
+
+    refiner = Constant().eval()
+    images = torch.zeros(1, 3, 640, 480)
+    quad = torch.tensor([[[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [90.0, 480.0]]], dtype=torch.float64)
+    moved, _ = refine_corners(refiner, images, quad)
+    step = rotations(torch.float64) @ torch.tensor([1.0, 2.0], dtype=torch.float64)        # (4, 2)
+    assert torch.allclose(moved, quad + sum(LOOK_SPACING) * step[None])
+    point, direction, _ = locate_edges(refiner, images, quad)
+    side = quad[:, [1, 2, 3, 0]] - quad
+    u = side / torch.linalg.norm(side, dim=-1, keepdim=True)
+    inward = torch.stack([-u[..., 1], u[..., 0]], -1)                                        # into the card
+    inside = ((point - quad) * inward).sum(-1)                                               # (1, 4) px
+    assert torch.allclose(inside, torch.full_like(inside, 2.0 * EDGE_SPACING))
+    assert torch.allclose((direction * u).sum(-1).abs(), torch.ones(1, 4, dtype=torch.float64))
+
+
+def _quad_dataset(root, quads):
+    """A dataset of white quads (pixel-centre corners) on black, masks and corner annotations alike."""
+    import json
+
+    entries = {}
+    for s in ("train", "test"):
+        os.makedirs(os.path.join(root, s, "images"), exist_ok=True)
+        os.makedirs(os.path.join(root, s, "masks"), exist_ok=True)
+    for i, quad in enumerate(quads):
+        img = (_card_image(quad)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(os.path.join(root, "test", "images", f"q{i}.png"), img)
+        cv2.imwrite(os.path.join(root, "test", "masks", f"q{i}.png"), (img[..., 0] > 127).astype(np.uint8) * 255)
+        entries[f"q{i}.png"] = np.asarray(quad).tolist()
+    with open(os.path.join(root, "corner_annotations.json"), "w") as f:
+        json.dump({"train": {}, "test": entries}, f)
+    return str(root)
+
+
+def test_refiner_training_targets_point_at_the_corner_and_the_side(tmp_path):
+    """RefinerCrops without augmentation on white quads on black, every crop at its own spacing:
+    just around a corner crop's target only the bottom-right quadrant is card, and an edge crop's
+    target row has card just below it and background just above. A target off by its spacing
+    (the jitter not divided by it, or divided twice) misses on most crops."""
+    from corners.refine import CROP_PX
+    from train_corner_refiner import CORNER, ITEM_KIND, RefinerCrops
+
+    rng = np.random.default_rng(0)
+    base = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [90.0, 480.0]])
+    data = RefinerCrops(_quad_dataset(tmp_path, [base + rng.uniform(-20, 20, (4, 2)) for _ in range(8)]), "test",
+                        6.0, augment=False, seed=0)
+    hits = []
+    for i in range(len(data)):
+        crops, target, weight, visible, use = data[i]
+        for j in range(len(crops)):
+            cx, cy = (target[j] + (CROP_PX - 1) / 2).tolist()
+            if not (3 <= cx < CROP_PX - 3 and 3 <= cy < CROP_PX - 3):
+                continue
+            grey = crops[j].mean(0)
+
+            def at(dx, dy, grey=grey, cx=cx, cy=cy):
+                return float(grey[int(round(cy + dy)), int(round(cx + dx))])
+            if ITEM_KIND[j] == CORNER:
+                hits.append(at(2, 2) > 0.7 and max(at(-2, -2), at(2, -2), at(-2, 2)) < 0.3)
+            else:
+                hits.append(at(0, 2) > 0.7 and at(0, -2) < 0.3)
+    assert len(hits) > 80 and np.mean(hits) > 0.95, (len(hits), np.mean(hits))
 
 
 def _detector_output(quad, n_anchors):
@@ -275,6 +349,15 @@ def test_refiner_training_writes_checkpoints_and_loads(refiner_ckpt, tmp_path):
     with pytest.raises(DataError, match="old.pt: a refiner trained on other crops"):
         load_refiner(str(tmp_path / "old.pt"))
     assert isinstance(load_refiner(str(tmp_path / "old.pt"), finetune=True), CornerRefiner)
+    # Nor can such a run be resumed: the message says which weights start a new one.
+    from train_corner_refiner import load_run
+
+    old_run = torch.load(refiner_ckpt["last"], weights_only=False)
+    old_run.update(crop_px=64, look_spacing=None, edge_spacing=None)
+    os.makedirs(tmp_path / "old_run")
+    torch.save(old_run, tmp_path / "old_run" / "last.pt")
+    with pytest.raises(DataError, match=r"last.pt: a run on other crops .* --weights .*old_run/best.pt"):
+        load_run(str(tmp_path / "old_run" / "last.pt"))
 
 
 def test_refiner_resume_continues_an_interrupted_run_exactly(corner_dataset, tmp_path, monkeypatch):
