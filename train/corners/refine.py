@@ -29,6 +29,7 @@ card_corners.onnx, so training and deployment sample the image identically.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -38,6 +39,8 @@ from torch import nn
 
 from common import TRAIN_DIR, DataError
 from corners.metrics import decode_tensor
+
+logger = logging.getLogger(__name__)
 
 # The committed refiner (trained on the synthetic dataset): the default of evaluation and export.
 DEFAULT_REFINER = os.path.join(TRAIN_DIR, "checkpoints", "card_corner_refiner.pt")
@@ -384,6 +387,9 @@ def load_refiner(path: str, device: str | torch.device = "cpu", finetune: bool =
         if saved != refiner_geometry() and not finetune:
             raise DataError(f"{path}: a refiner trained on other crops ({saved}; this code crops "
                             f"{refiner_geometry()}); it can only start a fine-tune (train_corner_refiner.py --weights)")
+        if saved != refiner_geometry():
+            logger.warning("%s was trained on other crops (%s; this code crops %s): its weights are a start for "
+                           "the fine-tune, not a refiner for these crops", path, saved, refiner_geometry())
         model = CornerRefiner()
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
         only_new_head = finetune and all(k.startswith("visible.") for k in missing)
