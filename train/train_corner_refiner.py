@@ -59,6 +59,7 @@ from corners.refine import (
     OUTSIDE_MARGIN_PX,
     VISIBLE_THRESHOLD,
     CornerRefiner,
+    checkpoint_geometry,
     crop_offsets,
     extract_crops,
     load_refiner,
@@ -391,7 +392,7 @@ def load_run(path: str) -> dict:
     if "visible.weight" not in ckpt["model"]:
         raise DataError(f"{path}: a run from before the refiner's visibility head cannot be resumed; start a new "
                         f"run from its weights with --weights {best}")
-    saved = {k: ckpt.get(k) for k in refiner_geometry()}
+    saved = checkpoint_geometry(ckpt)
     if saved != refiner_geometry():
         raise DataError(f"{path}: a run on other crops ({saved}; this code crops {refiner_geometry()}) cannot be "
                         f"resumed; start a new run from its weights with --weights {best}")

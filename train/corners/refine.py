@@ -375,6 +375,12 @@ def refiner_geometry() -> dict:
     return {"crop_px": CROP_PX, "look_spacing": list(LOOK_SPACING), "edge_spacing": EDGE_SPACING}
 
 
+def checkpoint_geometry(ckpt: dict) -> dict:
+    """The crops a refiner checkpoint (best.pt or last.pt) was trained on, keyed as refiner_geometry();
+    None for what a checkpoint from before the record lacks."""
+    return {k: ckpt.get(k) for k in refiner_geometry()}
+
+
 def load_refiner(path: str, device: str | torch.device = "cpu", finetune: bool = False) -> CornerRefiner:
     """A CornerRefiner in eval mode from train_corner_refiner.py's checkpoint, or a DataError.
     finetune: also a refiner from before the visibility head (it starts fresh) or trained on other
@@ -383,7 +389,7 @@ def load_refiner(path: str, device: str | torch.device = "cpu", finetune: bool =
         raise DataError(f"{path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        saved = {k: ckpt.get(k) for k in refiner_geometry()}
+        saved = checkpoint_geometry(ckpt)
         if saved != refiner_geometry() and not finetune:
             raise DataError(f"{path}: a refiner trained on other crops ({saved}; this code crops "
                             f"{refiner_geometry()}); it can only start a fine-tune (train_corner_refiner.py --weights)")
