@@ -62,3 +62,21 @@ def test_mix_refuses_bad_sources(tmp_path, source, message):
     source = source.format(missing=tmp_path / "nope", data=tmp_path / "d")
     with pytest.raises(DataError, match=message):
         mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(tmp_path / "out"), source]))
+
+
+def test_a_short_or_missing_split_is_refused_before_anything_is_linked(tmp_path):
+    """Asking for more images than a source has, or for a split it lacks, names the source and
+    leaves no half-made mix behind: the same command, corrected, then runs."""
+    import mix_datasets
+
+    make_dataset(tmp_path / "a", 3, 2, seed=1, workers=1, preset="v1")
+    make_dataset(tmp_path / "neg", 2, 0, seed=4, workers=1, preset="v1", extra=["--negative-fraction", "1"])
+    out = tmp_path / "mix"
+    for bad, message in ((f"neg={tmp_path / 'neg'}:2:1", "neg: .*a count of 0 leaves the split out"),
+                         (f"neg={tmp_path / 'neg'}:5:0", "neg: asks for 5 train images but .* has 2")):
+        with pytest.raises(DataError, match=message):
+            mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(out), f"a={tmp_path / 'a'}", bad]))
+        assert not out.exists() or not os.listdir(out)
+    result = mix_datasets.main(mix_datasets.get_args_parser().parse_args(
+        [str(out), f"a={tmp_path / 'a'}", f"neg={tmp_path / 'neg'}:2:0"]))
+    assert result["counts"] == {"a/train": 3, "a/test": 2, "neg/train": 2, "neg/test": 0}

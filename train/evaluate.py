@@ -6,12 +6,13 @@
 
 Card IoU, Dice and pixel accuracy over the whole split (one confusion matrix), at the model's
 480x640 input, card where the probability is >= 0.5. Writes JSON (default: next to the model)
-and optionally N overlay images.
+with the images that cost the most, and with --overlays N those N images drawn.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 THRESHOLD = MASK_THRESHOLD
 OVERLAY_RGB = (135, 206, 235)   # light blue, as in the web app
+WORST_LISTED = 10               # images named in the JSON's worst_images (more with --overlays)
 
 
 def load_predictor(path: str, device: str = "cpu", threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
@@ -70,32 +72,49 @@ def overlay(image: np.ndarray, prob: np.ndarray, truth: np.ndarray) -> np.ndarra
 
 def evaluate_model(model_path: str, data_path: str, split: str = "test", limit: int = 0, overlays: int = 0,
                    overlay_dir: str | None = None, device: str = "cpu", quiet: bool = False) -> dict:
+    """Metrics of one model on one split; with overlays, the `overlays` worst images drawn into
+    overlay_dir. Worst means the most wrong pixels (false card + missed card): each image's share
+    of what the pooled IoU lost. Not the lowest per-image IoU, which is 0 for a card-free frame
+    with a single stray pixel."""
     samples = find_samples(data_path, split)
     if limit:
         samples = samples[:limit]
     predict = load_predictor(model_path, device)
     confmat = ConfusionMatrix(2)
-    if overlays:
-        os.makedirs(overlay_dir, exist_ok=True)
+    keep = max(overlays, WORST_LISTED)
+    # The `keep` most wrong images so far, least wrong on top: (wrong px, index, IoU, overlay or None).
+    worst: list[tuple[int, int, float, np.ndarray | None]] = []
     per_image_iou, elapsed = [], 0.0
     for i, (img_path, mask_path) in enumerate(tqdm(samples, desc="evaluate", unit="img", disable=quiet)):
         image, truth = load_sample(img_path, mask_path)
         t0 = time.perf_counter()
         prob = predict(image)
         elapsed += time.perf_counter() - t0
-        pred = torch.from_numpy((prob >= THRESHOLD).astype(np.uint8))
-        confmat.update(torch.from_numpy(truth), pred)
-        inter, union = int((pred.numpy() & truth).sum()), int((pred.numpy() | truth).sum())
-        per_image_iou.append(inter / union if union else 1.0)
-        if i < overlays:
-            out = overlay(image, prob, truth)
-            name = os.path.splitext(os.path.basename(img_path))[0] + "_overlay.jpg"
-            cv2.imwrite(os.path.join(overlay_dir, name), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+        pred = (prob >= THRESHOLD).astype(np.uint8)
+        confmat.update(torch.from_numpy(truth), torch.from_numpy(pred))
+        inter, union = int((pred & truth).sum()), int((pred | truth).sum())
+        iou = inter / union if union else 1.0
+        per_image_iou.append(iou)
+        entry = (union - inter, i, iou)
+        if len(worst) < keep or entry[0] > worst[0][0]:
+            drawn = overlay(image, prob, truth) if overlays else None
+            (heapq.heappush if len(worst) < keep else heapq.heapreplace)(worst, (*entry, drawn))
+    worst.sort(key=lambda w: (-w[0], w[1]))
+    if overlays:
+        os.makedirs(overlay_dir, exist_ok=True)
+        for rank, (_, i, _, drawn) in enumerate(worst[:overlays], 1):
+            # Ranked names list the worst first in a file browser.
+            name = f"{rank:02d}_" + os.path.splitext(os.path.basename(samples[i][0]))[0] + ".jpg"
+            cv2.imwrite(os.path.join(overlay_dir, name), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        logger.info("%d overlays of the worst images -> %s", min(overlays, len(worst)), overlay_dir)
     metrics = confmat.compute()
-    worst = int(np.argmin(per_image_iou))
+    lowest = int(np.argmin(per_image_iou))
     return {"model": model_path, "data_path": data_path, "split": split, "images": len(samples),
-            **metrics, "mean_image_iou": float(np.mean(per_image_iou)), "min_image_iou": per_image_iou[worst],
-            "worst_image": os.path.basename(samples[worst][0]), "mean_inference_ms": 1000 * elapsed / len(samples)}
+            **metrics, "mean_image_iou": float(np.mean(per_image_iou)), "min_image_iou": per_image_iou[lowest],
+            "worst_image": os.path.basename(samples[lowest][0]),
+            "worst_images": [{"image": os.path.basename(samples[i][0]), "wrong_pixels": wrong, "iou": iou}
+                             for wrong, i, iou, _ in worst],
+            "mean_inference_ms": 1000 * elapsed / len(samples)}
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -122,7 +141,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
     p.add_argument("--json", default=None, help="output JSON (default: <model>_<split>_metrics.json)")
-    p.add_argument("--overlays", type=int, default=0, help="save N overlay images")
+    p.add_argument("--overlays", type=int, default=0,
+                   help="draw the N worst images (most wrong pixels) with prediction and truth")
     p.add_argument("--overlay-dir", default=None, help="default: <model>_overlays/")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")

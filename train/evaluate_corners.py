@@ -70,11 +70,12 @@ def write_overlays(raw: dict, out_dir: str, n: int) -> None:
     err = np.where(raw["positive"] & ~raw["found"], np.inf, err)
     err = np.where(~raw["positive"], np.where(raw["found"], np.inf, -1.0), err)
     os.makedirs(out_dir, exist_ok=True)
-    for i in np.argsort(-np.nan_to_num(err, nan=-1.0))[:n]:
+    for rank, i in enumerate(np.argsort(-np.nan_to_num(err, nan=-1.0), kind="stable")[:n], 1):
         img = load_checked(raw["paths"][i])
         pred = raw["pred"][i] if raw["found"][i] else None
         truth = raw["truth"][i] if raw["positive"][i] else None
-        name = os.path.splitext(os.path.basename(raw["paths"][i]))[0] + ".jpg"
+        # Ranked names list the worst first in a file browser.
+        name = f"{rank:02d}_" + os.path.splitext(os.path.basename(raw["paths"][i]))[0] + ".jpg"
         cv2.imwrite(os.path.join(out_dir, name), cv2.cvtColor(draw(img, truth, pred), cv2.COLOR_RGB2BGR))
     logger.info("%d overlays -> %s", min(n, len(err)), out_dir)
 

@@ -5,8 +5,8 @@ photos) for fine-tuning, without copying a file.
     python train/mix_datasets.py /tmp/mine_plus v2=/tmp/v2train:2000 mine=dataset
 
 Each source is NAME=DIR[:N_TRAIN[:N_TEST]]: the first N images (by name) of its train and test
-splits, all of them without a count, none with 0 (the split need not exist: a folder of card-free
-training frames joins as neg=DIR:1200:0). Every image and its mask are linked into OUTPUT/<split>/
+splits (an error if it has fewer), all of them without a count, none with 0 (the split need not
+exist: a folder of card-free training frames joins as neg=DIR:1200:0). Every image and its mask are linked into OUTPUT/<split>/
 under `NAME_<file>`, and corner_annotations.json (and the generator's corner_visibility.json,
 where a source has one) get their entries under the same names, so the mix is a dataset in the
 usual layout for train.py, train_corner_refiner.py and train_corners.py. A source without
@@ -59,29 +59,43 @@ def main(args: argparse.Namespace) -> dict:
     names = [n for n, _, _ in sources]
     if len(set(names)) != len(names):
         raise DataError(f"source names must differ: {names}")
-    corners = {s: {} for s in SPLITS}
-    states = {s: {} for s in SPLITS}
     legend = None
-    counts = {}
+    # Every source is read and checked before the first link: a bad one leaves no half-made mix
+    # behind (which the next run would refuse as a folder that is not empty).
+    chosen = []
     for name, path, limits in sources:
         ann = _load_json(os.path.join(path, CORNERS_FILE)) if os.path.isfile(os.path.join(path, CORNERS_FILE)) else {}
         vis_path = os.path.join(path, VISIBILITY_FILE)
         vis = _load_json(vis_path) if os.path.isfile(vis_path) else {}
-        legend = legend or vis.get("states")
         for split, limit in zip(SPLITS, limits):
             # A count of 0 takes nothing: the source need not have that split at all.
-            pairs = [] if limit == 0 else find_samples(path, split)[:limit]
-            for sub in ("images", "masks"):
-                os.makedirs(os.path.join(out, split, sub), exist_ok=True)
-            for image, mask in pairs:
-                for src, sub in ((image, "images"), (mask, "masks")):
-                    os.symlink(src, os.path.join(out, split, sub, f"{name}_{os.path.basename(src)}"))
-                key = os.path.basename(image)
-                if key in ann.get(split, {}):
-                    corners[split][f"{name}_{key}"] = ann[split][key]
-                if key in vis.get(split, {}):
-                    states[split][f"{name}_{key}"] = vis[split][key]
-            counts[f"{name}/{split}"] = len(pairs)
+            if limit == 0:
+                pairs = []
+            else:
+                try:
+                    pairs = find_samples(path, split)
+                except DataError as e:
+                    raise DataError(f"{name}: {e} (a count of 0 leaves the split out: {name}=DIR:N:0)") from None
+                if limit is not None and len(pairs) < limit:
+                    raise DataError(f"{name}: asks for {limit} {split} images but {path} has {len(pairs)}")
+                pairs = pairs[:limit]
+            chosen.append((name, split, pairs, ann.get(split, {}), vis.get(split, {})))
+        legend = legend or vis.get("states")
+    corners = {s: {} for s in SPLITS}
+    states = {s: {} for s in SPLITS}
+    counts = {}
+    for name, split, pairs, ann, vis in chosen:
+        for sub in ("images", "masks"):
+            os.makedirs(os.path.join(out, split, sub), exist_ok=True)
+        for image, mask in pairs:
+            for src, sub in ((image, "images"), (mask, "masks")):
+                os.symlink(src, os.path.join(out, split, sub, f"{name}_{os.path.basename(src)}"))
+            key = os.path.basename(image)
+            if key in ann:
+                corners[split][f"{name}_{key}"] = ann[key]
+            if key in vis:
+                states[split][f"{name}_{key}"] = vis[key]
+        counts[f"{name}/{split}"] = len(pairs)
     atomic_write_bytes(os.path.join(out, CORNERS_FILE), json.dumps(corners).encode(), fsync=False)
     if any(states.values()):
         atomic_write_bytes(os.path.join(out, VISIBILITY_FILE),
