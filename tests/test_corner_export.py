@@ -154,6 +154,9 @@ def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt,
     # The generator's corner_visibility.json is there: hidden corners scored alone, the fallback's share.
     assert saved["hidden_corners"] >= 0 and "fallback_pct" in saved and "fallback_pct_hidden" in saved
     assert [n[:3] for n in sorted(os.listdir(tmp_path / "m_overlays"))] == ["01_", "02_", "03_"]
+    with pytest.raises(DataError, match="--overlays must be 0 or more"):
+        evaluate_corners.main(evaluate_corners.get_args_parser().parse_args([trained_corners["best"], "--overlays",
+                                                                             "-2"]))
     args = evaluate_corners.get_args_parser().parse_args([
         trained_corners["best"], "--data-path", corner_dataset, "--json", str(tmp_path / "d.json"), "--no-refine"])
     assert evaluate_corners.main(args)["refined"] is False

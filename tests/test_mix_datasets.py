@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 from conftest import make_dataset
@@ -65,15 +66,25 @@ def test_mix_refuses_bad_sources(tmp_path, source, message):
 
 
 def test_a_short_or_missing_split_is_refused_before_anything_is_linked(tmp_path):
-    """Asking for more images than a source has, or for a split it lacks, names the source and
-    leaves no half-made mix behind: the same command, corrected, then runs."""
+    """Asking for more images than a source has, or for a split it lacks, or two sources whose
+    links would share a name, names the source and leaves no half-made mix behind: the same
+    command, corrected, then runs."""
     import mix_datasets
+    from dataset import find_samples
 
     make_dataset(tmp_path / "a", 3, 2, seed=1, workers=1, preset="v1")
     make_dataset(tmp_path / "neg", 2, 0, seed=4, workers=1, preset="v1", extra=["--negative-fraction", "1"])
     out = tmp_path / "mix"
-    for bad, message in ((f"neg={tmp_path / 'neg'}:2:1", "neg: .*a count of 0 leaves the split out"),
-                         (f"neg={tmp_path / 'neg'}:5:0", "neg: asks for 5 train images but .* has 2")):
+    # The same image names under another source name: a_card + train_... = a + card_train_...
+    stem = os.path.splitext(os.path.basename(find_samples(str(tmp_path / "a"), "train")[0][0]))[0]
+    assert stem.startswith("card_")
+    for sub, ext in (("images", ".jpg"), ("masks", ".png")):
+        os.makedirs(tmp_path / "c" / "train" / sub)
+        shutil.copy(tmp_path / "a" / "train" / sub / (stem + ext), tmp_path / "c" / "train" / sub / (stem[5:] + ext))
+    refusals = ((f"neg={tmp_path / 'neg'}:2:1", r"neg: .* is missing or empty; .* test split out \(neg=DIR:N:0\)"),
+                (f"neg={tmp_path / 'neg'}:5:0", "neg: asks for 5 train images but .* has 2"),
+                (f"a_card={tmp_path / 'c'}:1:0", "a_card: .* would both be linked as train/images/a_" + stem))
+    for bad, message in refusals:
         with pytest.raises(DataError, match=message):
             mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(out), f"a={tmp_path / 'a'}", bad]))
         assert not out.exists() or not os.listdir(out)

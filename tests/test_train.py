@@ -9,6 +9,7 @@ from conftest import SEG_OPTIONS
 
 import evaluate
 import train
+from common import DataError
 from dataset import find_samples, load_sample
 from model import load_checkpoint_model
 
@@ -128,24 +129,30 @@ def test_evaluate_checkpoint_writes_json_and_overlays(segmentation_run, tiny_dat
 
 def test_evaluate_overlays_are_the_worst_images(tiny_dataset, tmp_path, monkeypatch):
     """--overlays draws the images with the most wrong pixels, worst first, not the first images
-    of the split; the JSON lists them with their counts."""
+    of the split; the JSON lists them with their counts; ranked files of an earlier run go."""
     samples = find_samples(tiny_dataset, "test")[:4]
     truths = [load_sample(i, m)[1] for i, m in samples]
-    assert all(t.any() and not t.all() for t in truths[1:3])
-    # Per image in split order: exact, all card (wrong = the background), all background (wrong =
-    # the card), exact again.
-    answers = iter([truths[0], np.ones_like(truths[1]), np.zeros_like(truths[2]), truths[3]])
+    assert all(t.any() and not t.all() for t in truths[::2])
+    # Per image in split order: all background (wrong = the card), exact, all card (wrong = the
+    # background), exact. Keeping 2, the exact image 1 is taken in and then pushed out by image 2.
+    answers = iter([np.zeros_like(truths[0]), truths[1], np.ones_like(truths[2]), truths[3]])
     monkeypatch.setattr(evaluate, "load_predictor", lambda *a, **k: lambda image: next(answers).astype(np.float32))
-    result = evaluate.evaluate_model("stub.onnx", tiny_dataset, limit=4, overlays=2, overlay_dir=str(tmp_path / "ov"),
-                                     quiet=True)
-    wrong = [int((1 - truths[1]).sum()), int(truths[2].sum())]
-    order = [1, 2] if wrong[0] > wrong[1] else [2, 1]
+    monkeypatch.setattr(evaluate, "WORST_LISTED", 0)
+    out = tmp_path / "ov"
+    out.mkdir()
+    (out / "01_from_an_earlier_run.jpg").write_bytes(b"")
+    (out / "notes.txt").write_text("kept")
+    result = evaluate.evaluate_model("stub.onnx", tiny_dataset, limit=4, overlays=2, overlay_dir=str(out), quiet=True)
+    wrong = {0: int(truths[0].sum()), 2: int((1 - truths[2]).sum())}
+    order = sorted(wrong, key=lambda i: -wrong[i])
     stems = [os.path.splitext(os.path.basename(samples[i][0]))[0] for i in order]
-    assert sorted(os.listdir(tmp_path / "ov")) == [f"01_{stems[0]}.jpg", f"02_{stems[1]}.jpg"]
+    assert sorted(os.listdir(out)) == [f"01_{stems[0]}.jpg", f"02_{stems[1]}.jpg", "notes.txt"]
     listed = result["worst_images"]
-    assert [w["image"] for w in listed[:2]] == [os.path.basename(samples[i][0]) for i in order]
-    assert [w["wrong_pixels"] for w in listed] == sorted(wrong, reverse=True) + [0, 0]
-    assert listed[0]["iou"] == pytest.approx(float(truths[order[0]].mean()) if order[0] == 1 else 0.0)
+    assert [w["image"] for w in listed] == [os.path.basename(samples[i][0]) for i in order]
+    assert [w["wrong_pixels"] for w in listed] == [wrong[i] for i in order]
+    assert [w["iou"] for w in listed] == [pytest.approx(float(truths[2].mean()) if i == 2 else 0.0) for i in order]
+    with pytest.raises(DataError, match="--overlays must be 0 or more"):
+        evaluate.main(evaluate.get_args_parser().parse_args(["stub.onnx", "--overlays", "-1"]))
 
 
 def test_bad_dataset_path_is_a_clear_error(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -190,3 +191,24 @@ def comparison_args(args: argparse.Namespace) -> tuple[list[tuple[str, str]], st
     if baseline and not os.path.isfile(baseline):
         raise DataError(f"--baseline {baseline}: model file not found")
     return extra, baseline, dict(v.partition("=")[::2] for v in args.extra_eval_note)
+
+
+# write_ranked's file names: a rank of two or more digits, then the image's stem.
+RANKED_NAME = re.compile(r"\d{2,}_.+\.jpg")
+
+
+def write_ranked(out_dir: str, images: list[tuple[str, Any]]) -> None:
+    """(file name, (H, W, 3) uint8 RGB image) pairs, worst first, written as out_dir/01_<stem>.jpg,
+    02_...: ranked names list the worst first in a file browser. Ranked files of an earlier run in
+    the folder are removed first, so a re-run (another checkpoint, another split) does not leave its
+    old ranks mixed in with the new ones."""
+    import cv2
+
+    os.makedirs(out_dir, exist_ok=True)
+    for f in os.listdir(out_dir):
+        if RANKED_NAME.fullmatch(f):
+            os.remove(os.path.join(out_dir, f))
+    width = max(2, len(str(len(images))))
+    for rank, (name, rgb) in enumerate(images, 1):
+        path = os.path.join(out_dir, f"{rank:0{width}d}_{os.path.splitext(name)[0]}.jpg")
+        cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import DEFAULT_DATASET, MASK_THRESHOLD, DataError, resolve_path, run_script
+from common import DEFAULT_DATASET, MASK_THRESHOLD, DataError, resolve_path, run_script, write_ranked
 from dataset import find_samples, load_sample
 from metrics import ConfusionMatrix
 from model import load_checkpoint_model
@@ -82,7 +82,8 @@ def evaluate_model(model_path: str, data_path: str, split: str = "test", limit: 
     predict = load_predictor(model_path, device)
     confmat = ConfusionMatrix(2)
     keep = max(overlays, WORST_LISTED)
-    # The `keep` most wrong images so far, least wrong on top: (wrong px, index, IoU, overlay or None).
+    # The `keep` most wrong images so far, least wrong on top: (wrong px, -index, IoU, overlay or
+    # None); among equally wrong images the later one goes first, as a full sort would drop it.
     worst: list[tuple[int, int, float, np.ndarray | None]] = []
     per_image_iou, elapsed = [], 0.0
     for i, (img_path, mask_path) in enumerate(tqdm(samples, desc="evaluate", unit="img", disable=quiet)):
@@ -95,30 +96,29 @@ def evaluate_model(model_path: str, data_path: str, split: str = "test", limit: 
         inter, union = int((pred & truth).sum()), int((pred | truth).sum())
         iou = inter / union if union else 1.0
         per_image_iou.append(iou)
-        entry = (union - inter, i, iou)
-        if len(worst) < keep or entry[0] > worst[0][0]:
+        entry = (union - inter, -i)
+        if keep and (len(worst) < keep or entry > worst[0][:2]):
             drawn = overlay(image, prob, truth) if overlays else None
-            (heapq.heappush if len(worst) < keep else heapq.heapreplace)(worst, (*entry, drawn))
-    worst.sort(key=lambda w: (-w[0], w[1]))
+            (heapq.heappush if len(worst) < keep else heapq.heapreplace)(worst, (*entry, iou, drawn))
+    worst.sort(key=lambda w: (-w[0], -w[1]))
     if overlays:
-        os.makedirs(overlay_dir, exist_ok=True)
-        for rank, (_, i, _, drawn) in enumerate(worst[:overlays], 1):
-            # Ranked names list the worst first in a file browser.
-            name = f"{rank:02d}_" + os.path.splitext(os.path.basename(samples[i][0]))[0] + ".jpg"
-            cv2.imwrite(os.path.join(overlay_dir, name), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-        logger.info("%d overlays of the worst images -> %s", min(overlays, len(worst)), overlay_dir)
+        shown = worst[:overlays]
+        write_ranked(overlay_dir, [(os.path.basename(samples[-i][0]), drawn) for _, i, _, drawn in shown])
+        logger.info("%d overlays of the worst images -> %s", len(shown), overlay_dir)
     metrics = confmat.compute()
     lowest = int(np.argmin(per_image_iou))
     return {"model": model_path, "data_path": data_path, "split": split, "images": len(samples),
             **metrics, "mean_image_iou": float(np.mean(per_image_iou)), "min_image_iou": per_image_iou[lowest],
             "worst_image": os.path.basename(samples[lowest][0]),
-            "worst_images": [{"image": os.path.basename(samples[i][0]), "wrong_pixels": wrong, "iou": iou}
+            "worst_images": [{"image": os.path.basename(samples[-i][0]), "wrong_pixels": wrong, "iou": iou}
                              for wrong, i, iou, _ in worst],
             "mean_inference_ms": 1000 * elapsed / len(samples)}
 
 
 def main(args: argparse.Namespace) -> dict:
     model_path = resolve_path(args.model)
+    if args.overlays < 0:
+        raise DataError(f"--overlays must be 0 or more, got {args.overlays}")
     if not os.path.isfile(model_path):
         raise DataError(f"{model_path}: model file not found")
     base = os.path.splitext(model_path)[0]
@@ -129,7 +129,7 @@ def main(args: argparse.Namespace) -> dict:
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"{result['split']}: {result['images']} images  IoU {result['iou']:.4f}  Dice {result['dice']:.4f}  "
-          f"pixel acc {result['pixel_acc']:.4f}  (worst image IoU {result['min_image_iou']:.3f}: "
+          f"pixel acc {result['pixel_acc']:.4f}  (lowest image IoU {result['min_image_iou']:.3f}: "
           f"{result['worst_image']})  -> {out}")
     return result
 

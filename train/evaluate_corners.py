@@ -30,7 +30,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, run_script  # noqa: E402
+from common import DEFAULT_DATASET, DataError, atomic_write_bytes, resolve_path, run_script, write_ranked  # noqa: E402,E501
 from corners.data import HIDDEN_STATE, corner_samples, corner_states, in_frame  # noqa: E402
 from corners.metrics import DEFAULT_CONF, THRESHOLDS_PX, corner_errors, format_table, jsonable  # noqa: E402
 from corners.predict import Runner, evaluate_runner, load_checked, load_pose_model, onnx_runner, torch_runner  # noqa: E402,E501
@@ -69,14 +69,12 @@ def write_overlays(raw: dict, out_dir: str, n: int) -> None:
     err = np.linalg.norm(raw["pred"] - raw["truth"], axis=-1).max(1)            # NaN for negatives
     err = np.where(raw["positive"] & ~raw["found"], np.inf, err)
     err = np.where(~raw["positive"], np.where(raw["found"], np.inf, -1.0), err)
-    os.makedirs(out_dir, exist_ok=True)
-    for rank, i in enumerate(np.argsort(-np.nan_to_num(err, nan=-1.0), kind="stable")[:n], 1):
-        img = load_checked(raw["paths"][i])
+    shown = []
+    for i in np.argsort(-np.nan_to_num(err, nan=-1.0), kind="stable")[:n]:
         pred = raw["pred"][i] if raw["found"][i] else None
         truth = raw["truth"][i] if raw["positive"][i] else None
-        # Ranked names list the worst first in a file browser.
-        name = f"{rank:02d}_" + os.path.splitext(os.path.basename(raw["paths"][i]))[0] + ".jpg"
-        cv2.imwrite(os.path.join(out_dir, name), cv2.cvtColor(draw(img, truth, pred), cv2.COLOR_RGB2BGR))
+        shown.append((os.path.basename(raw["paths"][i]), draw(load_checked(raw["paths"][i]), truth, pred)))
+    write_ranked(out_dir, shown)
     logger.info("%d overlays -> %s", min(n, len(err)), out_dir)
 
 
@@ -121,6 +119,8 @@ def hidden_and_fallback(raw: dict, states: np.ndarray | None) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     model_path, data_path = resolve_path(args.model), resolve_path(args.data_path)
+    if args.overlays < 0:
+        raise DataError(f"--overlays must be 0 or more, got {args.overlays}")
     if not os.path.isfile(model_path):
         raise DataError(f"{model_path} does not exist")
     metrics, raw = evaluate_corner_model(model_path, data_path, args.split, args.conf, args.batch_size,

@@ -6,12 +6,13 @@ photos) for fine-tuning, without copying a file.
 
 Each source is NAME=DIR[:N_TRAIN[:N_TEST]]: the first N images (by name) of its train and test
 splits (an error if it has fewer), all of them without a count, none with 0 (the split need not
-exist: a folder of card-free training frames joins as neg=DIR:1200:0). Every image and its mask are linked into OUTPUT/<split>/
-under `NAME_<file>`, and corner_annotations.json (and the generator's corner_visibility.json,
-where a source has one) get their entries under the same names, so the mix is a dataset in the
-usual layout for train.py, train_corner_refiner.py and train_corners.py. A source without
-corner_annotations.json contributes masks only (its images are then backgrounds for the corner
-scripts: leave it out of a corner mix). The output folder must not exist or be empty.
+exist: a folder of card-free training frames joins as neg=DIR:1200:0). Every image and its mask
+are linked into OUTPUT/<split>/ under `NAME_<file>`, and corner_annotations.json (and the
+generator's corner_visibility.json, where a source has one) get their entries under the same
+names, so the mix is a dataset in the usual layout for train.py, train_corner_refiner.py and
+train_corners.py. A source without corner_annotations.json contributes masks only (its images are
+then backgrounds for the corner scripts: leave it out of a corner mix). Every source is checked
+before the first link. The output folder must not exist or be empty.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(args: argparse.Namespace) -> dict:
     legend = None
     # Every source is read and checked before the first link: a bad one leaves no half-made mix
     # behind (which the next run would refuse as a folder that is not empty).
-    chosen = []
+    chosen, links = [], {}
     for name, path, limits in sources:
         ann = _load_json(os.path.join(path, CORNERS_FILE)) if os.path.isfile(os.path.join(path, CORNERS_FILE)) else {}
         vis_path = os.path.join(path, VISIBILITY_FILE)
@@ -72,13 +73,22 @@ def main(args: argparse.Namespace) -> dict:
             if limit == 0:
                 pairs = []
             else:
-                try:
-                    pairs = find_samples(path, split)
-                except DataError as e:
-                    raise DataError(f"{name}: {e} (a count of 0 leaves the split out: {name}=DIR:N:0)") from None
+                images = os.path.join(path, split, "images")
+                if not os.path.isdir(images) or not os.listdir(images):
+                    skip = f"{name}=DIR:N:0" if split == "test" else f"{name}=DIR:0:N"
+                    raise DataError(f"{name}: {images} is missing or empty; a count of 0 leaves the {split} "
+                                    f"split out ({skip})")
+                pairs = find_samples(path, split)
                 if limit is not None and len(pairs) < limit:
                     raise DataError(f"{name}: asks for {limit} {split} images but {path} has {len(pairs)}")
                 pairs = pairs[:limit]
+            for image, mask in pairs:
+                for src, sub in ((image, "images"), (mask, "masks")):
+                    link = os.path.join(split, sub, f"{name}_{os.path.basename(src)}")
+                    if link in links:
+                        raise DataError(f"{name}: {src} and {links[link]} would both be linked as {link}; "
+                                        "rename a source")
+                    links[link] = src
             chosen.append((name, split, pairs, ann.get(split, {}), vis.get(split, {})))
         legend = legend or vis.get("states")
     corners = {s: {} for s in SPLITS}

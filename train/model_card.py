@@ -416,7 +416,7 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
     if evals:
         note, n = evals[0]["test_metrics"]["dataset"], evals[0]["test_metrics"]["images"]
         lines += [f"Test-split metrics of the ONNX files themselves (`train/evaluate.py`, {n} images; {note}):", "",
-                  "| file | card IoU | Dice | pixel accuracy | worst image IoU |", "|---|---|---|---|---|"]
+                  "| file | card IoU | Dice | pixel accuracy | lowest image IoU |", "|---|---|---|---|---|"]
         for f in evals:
             m = f["test_metrics"]
             lines.append(f"| `{f['file']}` | {m['iou']:.4f} | {m['dice']:.4f} | {m['pixel_acc']:.4f} | "
