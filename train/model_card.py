@@ -51,11 +51,12 @@ repository root). A summary, not legal advice:
   segmentation models were fine-tuned on the CPU from the first (v1) checkpoint with `train.py
   --weights` on generator v2 images (`--preset v2`: hands over corners and edges, photographic
   backgrounds and card art from the two packages above, room and desk structure, card backs, foil,
-  glare, low light; see `train/README.md`), then pruned and fine-tuned again; the commands are
-  under each model. The corner detector, trained on v1 images on a GPU, was fine-tuned on the CPU
-  for 2 epochs on v2, hard and v1 images with the same photos, a third of them card-free frames;
-  its refiner was fine-tuned on the same card images and 8000 more v2 and hard ones (visibility,
-  the card's sides, drawn occluders over its crops).
+  glare, low light; see `train/README.md`), then pruned and fine-tuned again, the deployed one
+  last on more v2 and hard-preset images and card-free frames; the commands are under each model.
+  The corner detector, trained on v1 images on a GPU, was fine-tuned on the CPU for 2 epochs on
+  v2, hard and v1 images with the same photos, a third of them card-free frames; its refiner was
+  fine-tuned on the same card images and 8000 more v2 and hard ones (visibility, the card's
+  sides, drawn occluders over its crops).
 - **How they were measured.** On test splits no run trained on or chose a checkpoint with: the
   v1 look (`--preset v1 --seed 1000`, the split earlier figures used), v2 and the hard preset
   (corner fingers, structured and dark scenes, cards leaving the frame), both with photos of
@@ -65,13 +66,13 @@ repository root). A summary, not legal advice:
   these splits has.
 - **What still fails** (overlays of the worst hard-split images, `evaluate.py --overlays`):
   fingers and hands over the card, and hands right next to it, are often taken for card, so the
-  mask bulges over the fingers that hold it; on some card-free frames (pale, low-contrast or
-  cluttered scenes) the mask spreads over much of the frame; very dark, noisy frames lose most of
-  the card; a card partly out of a dark frame loses its edge. The corner detector is the weak stage
-  on the hard split: it still puts some corners more than the refiner's reach (about 30 px) away,
-  so a corner under a finger is placed within 5 px only about half the time there, and it claims
-  a card on about one card-free hard frame in six
-  (the tables under the corner model). A card cut off by the crop still gets four corners, one of
+  mask bulges over the fingers that hold it; the back of a card often loses its dark frame (the
+  mask keeps the oval); a white card on a pale background loses part of its area; very dark, noisy
+  frames lose most of the card; a card partly out of a dark frame loses its edge. The corner
+  detector is the weak stage on the hard split: it still puts some corners more than the
+  refiner's reach (about 30 px) away, so a corner under a finger is placed within 5 px only about
+  half the time there, and it claims a card on about one card-free hard frame in six (the tables
+  under the corner model). A card cut off by the crop still gets four corners, one of
   them guessed.
   Cards of other sizes, several cards in one frame, sleeves and binders are not in the training
   data at all.
