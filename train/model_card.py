@@ -85,11 +85,13 @@ repository root). A summary, not legal advice:
   python train/evaluate_corners.py train/exported_models/card_corners.onnx --data-path DIR --overlays 20
   python train/train.py --weights train/checkpoints/card_segmentation_pruned30.pt --data-path DIR \\
     --lr 5e-4 --warmup-epochs 0.3
-  python train/export.py train/runs/segmentation/best.pt --data-path DIR
+  python train/calibrate.py train/runs/segmentation/best.pt --data-path DIR
+  python train/export.py train/runs/segmentation/best_calibrated.pt --data-path DIR
   ```
 
   (`card_segmentation_pruned30.pt` is the deployed model's checkpoint; `card_segmentation.pt` the
-  unpruned one, to fine-tune and prune again with `train/prune.py`.)
+  unpruned one, to fine-tune and prune again with `train/prune.py`. `calibrate.py` moves the card
+  boundary to where the validation IoU peaks; fine-tuning learns it anew, so calibrate after it.)
 
 ## Card segmentation: `card_segmentation.onnx`
 
@@ -439,6 +441,13 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
             if k in t:
                 v = f"`{t[k]}`" if k == "command" else t[k]
                 lines.append(f"- {label}: {v}")
+        c = t.get("calibration")
+        if c:
+            lines.append(f"- boundary calibration (`train/calibrate.py`): card logit offset "
+                         f"{c['card_logit_offset']:+.2f}, so a pixel is card where the trained model's probability "
+                         f"was >= {c['trained_probability_threshold']:.3f}; pooled IoU {c['iou_before']:.4f} -> "
+                         f"{c['iou_after']:.4f} on the {c['images']} images of `{c['data_path']}` ({c['split']} "
+                         "split, the run's validation)")
         lines.append("")
     p = t.get("pruning")
     if p:

@@ -185,7 +185,7 @@ def checkpoint_summary(ckpt: dict) -> dict:
             "source_checkpoint": ckpt.get("source_checkpoint"), "lr": args.get("lr"),
             "batch_size": args.get("batch_size"), "size": args.get("size"),
             "max_train_images": args.get("max_train_images"), "amp_dtype": args.get("amp_dtype"),
-            "pruning": ckpt["pruning"]}.items() if v is not None}
+            "pruning": ckpt["pruning"], "calibration": ckpt.get("calibration")}.items() if v is not None}
     history = ckpt.get("history") or []
     return {k: v for k, v in {
         "command": ckpt.get("command"), "hardware": ckpt.get("hardware"),
@@ -196,4 +196,5 @@ def checkpoint_summary(ckpt: dict) -> dict:
         "low_res_epochs": args.get("low_res_epochs"), "pretrained_backbone": ckpt.get("pretrained_backbone"),
         "amp_dtype": args.get("amp_dtype"), "output_stride": args.get("output_stride"),
         "reduced_tail": args.get("reduced_tail") or None, "pruning": ckpt.get("pruning"),
+        "calibration": ckpt.get("calibration"),
     }.items() if v is not None}

@@ -1,0 +1,161 @@
+"""calibrate.py: the offset it finds is the IoU optimum on the split, it lands in the model as an exact
+shift of the logit difference, and bad input gets a clear error."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import calibrate
+import model_card
+import segmentation_export
+from common import CARD_CLASS, DataError
+from dataset import find_samples, load_sample
+from evaluate import evaluate_model
+from model import load_checkpoint_model
+
+
+@pytest.fixture(scope="module")
+def trained(segmentation_run):
+    return os.path.join(segmentation_run["output_dir"], "best.pt")
+
+
+def _run(argv):
+    return calibrate.main(calibrate.get_args_parser().parse_args(argv))
+
+
+def _logit_difference(model, x):
+    with torch.inference_mode():
+        out = model(x)
+    return out[:, CARD_CLASS] - out[:, 1 - CARD_CLASS]
+
+
+class BrightnessSegmenter(torch.nn.Module):
+    """The part of LR-ASPP calibrate.py touches (net.classifier.low_classifier, its card bias), on a
+    known rule: card-minus-background logit = 8 * (mean brightness - 0.5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Module()
+        self.net.classifier = torch.nn.Module()
+        self.net.classifier.low_classifier = conv = torch.nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.weight[CARD_CLASS] = 8.0
+            conv.bias.copy_(torch.tensor([0.0, 0.0]))
+            conv.bias[CARD_CLASS] = -4.0
+
+    def forward(self, x):
+        return self.net.classifier.low_classifier(x.mean(1, keepdim=True))
+
+
+@pytest.fixture
+def overlapping_data(tmp_path):
+    """3 frames whose card and background brightness overlap (card 80..255, background 0..180), so
+    the best boundary is neither 0.5 nor at the limits."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for sub in ("images", "masks"):
+        os.makedirs(root / "test" / sub)
+    for i in range(3):
+        mask = np.zeros((640, 480), np.uint8)
+        mask[100 + 40 * i:500, 80:400 - 30 * i] = 255
+        grey = np.where(mask > 0, rng.uniform(80, 255, mask.shape), rng.uniform(0, 180, mask.shape))
+        cv2.imwrite(str(root / "test" / "images" / f"f{i}.jpg"), np.repeat(grey[..., None], 3, 2).astype(np.uint8))
+        cv2.imwrite(str(root / "test" / "masks" / f"f{i}.png"), mask)
+    return str(root)
+
+
+def test_offset_is_the_iou_optimum_and_an_exact_shift(overlapping_data, tmp_path):
+    ckpt_path, out = str(tmp_path / "stub.pt"), str(tmp_path / "calibrated.pt")
+    torch.save({"model_object": BrightnessSegmenter(), "args": {}}, ckpt_path)
+    result = _run([ckpt_path, "--data-path", overlapping_data, "--output", out, "--quiet"])
+
+    # Brute force on the same frames: every offset of the grid, IoU at the 0.5 boundary.
+    d, truth = [], []
+    for img_path, mask_path in find_samples(overlapping_data, "test"):
+        image, t = load_sample(img_path, mask_path)
+        d.append(8 * (image.astype(np.float32).mean(2) / 255 - 0.5).ravel())
+        truth.append(t.astype(bool).ravel())
+    d, truth = np.concatenate(d), np.concatenate(truth)
+    offsets = np.round(np.arange(-200, 201) * 0.01, 2)
+    ious = [((d + o >= 0) & truth).sum() / ((d + o >= 0) | truth).sum() for o in offsets]
+    best = offsets[int(np.argmax(ious))]
+    assert abs(best) > 0.1   # the data make 0.5 the wrong boundary
+    assert result["offset"] == pytest.approx(best, abs=0.011)
+    assert result["iou_before"] == pytest.approx(ious[200], abs=1e-5)
+    assert result["iou_after"] == pytest.approx(max(ious), abs=1e-5)
+
+    # In the model: every pixel's card-minus-background logit moves by exactly the offset, and
+    # evaluate.py at the 0.5 boundary measures what calibrate.py reported.
+    before, _ = load_checkpoint_model(ckpt_path)
+    after, saved = load_checkpoint_model(out)
+    x = torch.rand(1, 3, 16, 12)
+    diff = _logit_difference(after, x) - _logit_difference(before, x)
+    assert torch.allclose(diff, torch.full_like(diff, result["offset"]), atol=1e-5)
+    assert evaluate_model(out, overlapping_data, quiet=True)["iou"] == pytest.approx(result["iou_after"], abs=1e-5)
+    assert saved["calibration"]["images"] == 3 and saved["calibration"]["split"] == "test"
+
+    # Calibrating the calibrated model moves it by at most one step; the record adds offsets up.
+    again_path = str(tmp_path / "again.pt")
+    again = _run([out, "--data-path", overlapping_data, "--output", again_path, "--quiet"])
+    assert abs(again["offset"]) <= 0.011
+    record = torch.load(again_path, weights_only=False)["calibration"]
+    assert record["card_logit_offset"] == pytest.approx(result["offset"] + again["offset"])
+
+
+def test_a_trained_checkpoint_keeps_its_training_record(trained, tiny_dataset, tmp_path):
+    out = str(tmp_path / "calibrated.pt")
+    result = _run([trained, "--data-path", tiny_dataset, "--output", out, "--quiet"])
+    source = torch.load(trained, weights_only=False)
+    saved = torch.load(out, weights_only=False)
+    assert saved["history"] == source["history"] and saved["args"] == source["args"]
+    assert saved["calibration"]["card_logit_offset"] == result["offset"]
+    state, old = saved["model"], source["model"]
+    bias = "net.classifier.low_classifier.bias"
+    assert torch.allclose(state[bias] - old[bias], torch.tensor([0.0, result["offset"]])[[1 - CARD_CLASS, CARD_CLASS]])
+    assert all(torch.equal(state[k], old[k]) for k in old if k != bias)
+
+
+def test_iou_per_offset_counts_pixels_at_or_above_each_edge():
+    edges = torch.tensor([-1.0, 0.0, 1.0])
+    d = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    truth = torch.tensor([False, False, True, True, True, True, False])
+    bins = torch.bucketize(d, edges, right=True)
+    card = torch.bincount(bins[truth], minlength=4)
+    background = torch.bincount(bins[~truth], minlength=4)
+    iou = calibrate.iou_per_offset(card, background)
+    for j, edge in enumerate(edges):
+        pred = d >= edge
+        expected = (pred & truth).sum() / (pred | truth).sum()
+        assert iou[j].item() == pytest.approx(expected.item())
+
+
+def test_the_model_card_says_the_export_is_calibrated(trained, tiny_dataset, tmp_path):
+    out = str(tmp_path / "calibrated.pt")
+    _run([trained, "--data-path", tiny_dataset, "--output", out, "--quiet"])
+    summary = segmentation_export.checkpoint_summary(load_checkpoint_model(out)[1])
+    meta = {"name": "card_segmentation", "files": [], "machine": "m", "onnxruntime": "x", "export_command": "c",
+            "training": summary}
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "m.json").write_text(json.dumps(meta))
+    assert "boundary calibration (`train/calibrate.py`)" in model_card.render_model_card(str(tmp_path / "cards"))
+
+
+def test_bad_input_is_a_clear_error(trained, tmp_path):
+    # A split without card pixels: nothing to put the boundary on.
+    for sub in ("images", "masks"):
+        os.makedirs(tmp_path / "data" / "test" / sub)
+    cv2.imwrite(str(tmp_path / "data" / "test" / "images" / "a.jpg"), np.zeros((640, 480, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "data" / "test" / "masks" / "a.png"), np.zeros((640, 480), np.uint8))
+    with pytest.raises(DataError, match="no card pixels"):
+        _run([trained, "--data-path", str(tmp_path / "data"), "--output", str(tmp_path / "o.pt"), "--quiet"])
+    with pytest.raises(DataError, match="--step"):
+        _run([trained, "--data-path", str(tmp_path / "data"), "--step", "0"])
+    not_a_checkpoint = tmp_path / "x.pt"
+    not_a_checkpoint.write_text("hello")
+    with pytest.raises(DataError, match="x.pt"):
+        _run([str(not_a_checkpoint), "--data-path", str(tmp_path / "data")])

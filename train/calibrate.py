@@ -1,0 +1,153 @@
+"""Move a segmentation checkpoint's card/background boundary to where its validation IoU peaks.
+
+    python train/calibrate.py train/runs/segmentation/best.pt --data-path /data/cards
+    python train/calibrate.py best.pt --data-path DIR --split test --output calibrated.pt
+
+Every user of the segmentation models (web app, scan.py, evaluate.py, the ONNX contract) calls a
+pixel card where its probability is >= 0.5 (common.MASK_THRESHOLD). Training (cross-entropy +
+Dice, train.py --dice-weight) does not put the pooled-IoU optimum there: our models' IoU peaks at
+a probability of about 0.6-0.65 on every look of our splits (docs/experiments.md), likely because
+the soft Dice term pays for recall along the card's outline. Rather than a second threshold to keep in step
+in Python and JavaScript, the offset goes into the model: adding `offset` to the card logit's
+bias in the head's low_classifier (summed with the high branch before the bilinear upsampling,
+whose weights sum to 1) moves every pixel's card-minus-background logit by exactly `offset`. The
+0.5 boundary then lies where the uncalibrated probability was sigmoid(-offset), and the exported
+graph (a sigmoid of that upsampled difference) carries it with no extra operator.
+
+The offset is the one with the highest pooled card IoU (evaluate.py's metric) on the split, from
+one pass over it: counts of card and background pixels per logit-difference bin, from which
+every candidate offset's IoU is exact. Calibrate on the validation split that chose the
+checkpoint, never on a test split, and again after any fine-tune (training learns the bias anew).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+
+import torch
+from tqdm import tqdm
+
+from common import CARD_CLASS, DEFAULT_DATASET, MASK_THRESHOLD, DataError, atomic_torch_save, resolve_path, run_script
+from dataset import find_samples, load_sample
+from model import load_checkpoint_model
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_OFFSET = 2.0   # logits: the boundary may move to probabilities 0.12..0.88 of the trained model
+DEFAULT_STEP = 0.01        # logits: offsets tried
+
+
+def card_head(model: torch.nn.Module) -> torch.nn.Conv2d:
+    """The 1x1 convolution whose card-channel bias shifts the whole output (LR-ASPP's low_classifier)."""
+    conv = getattr(getattr(getattr(model, "net", None), "classifier", None), "low_classifier", None)
+    if not isinstance(conv, torch.nn.Conv2d) or conv.bias is None:
+        raise DataError("not an LR-ASPP segmentation model with a biased low_classifier; cannot calibrate it")
+    return conv
+
+
+@torch.inference_mode()
+def logit_histograms(model, samples, edges: torch.Tensor, device: str, quiet: bool = False):
+    """Per bin of the card-minus-background logit (bucketize(right=True) over `edges`, so bin j+1
+    holds edges[j] <= d < edges[j+1]): counts of truly-card and truly-background pixels."""
+    card = torch.zeros(len(edges) + 1, dtype=torch.int64)
+    background = torch.zeros_like(card)
+    for img_path, mask_path in tqdm(samples, desc="calibrate", unit="img", disable=quiet):
+        image, truth = load_sample(img_path, mask_path)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+        logits = model(x).float()[0]                                   # (2, 640, 480)
+        d = (logits[CARD_CLASS] - logits[1 - CARD_CLASS]).flatten().cpu()
+        bins = torch.bucketize(d, edges, right=True)
+        t = torch.from_numpy(truth).flatten().bool()
+        card += torch.bincount(bins[t], minlength=len(edges) + 1)
+        background += torch.bincount(bins[~t], minlength=len(edges) + 1)
+    return card, background
+
+
+def iou_per_offset(card: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Pooled IoU when a pixel is card where d >= edges[j], for every j: (len(edges),) float64."""
+    # Pixels at or above edge j are those in bins j+1 and up: reversed cumulative sums.
+    tp = card.flip(0).cumsum(0).flip(0)[1:].double()
+    fp = background.flip(0).cumsum(0).flip(0)[1:].double()
+    union = card.sum().double() + fp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.ones_like(union))
+
+
+def calibrate(model, samples, device: str, max_offset: float = DEFAULT_MAX_OFFSET, step: float = DEFAULT_STEP,
+              quiet: bool = False) -> dict:
+    """Adds the best offset to the card bias of `model` in place; returns what it measured."""
+    n = round(max_offset / step)
+    edges = torch.arange(-n, n + 1, dtype=torch.float64).mul(step).float()   # edges[n] == 0 exactly
+    card, background = logit_histograms(model, samples, edges, device, quiet)
+    if card.sum() == 0:
+        raise DataError("the split has no card pixels: nothing to calibrate the card boundary on")
+    iou = iou_per_offset(card, background)
+    # The best IoU; among equal ones the offset closest to 0 (the model as trained).
+    best = max(range(len(edges)), key=lambda j: (iou[j].item(), -abs(j - n)))
+    offset = -edges[best].item()     # card where d + offset >= 0, i.e. d >= edges[best]
+    conv = card_head(model)
+    with torch.no_grad():
+        conv.bias[CARD_CLASS] += offset
+    if abs(offset) >= max_offset - step / 2:
+        logger.warning("the best offset %.2f is at the limit (--max-offset %.2f): the model's probabilities are "
+                       "far from the labels' boundary; check the masks before trusting it", offset, max_offset)
+    return {"offset": offset, "iou_before": iou[n].item(), "iou_after": iou[best].item(),
+            # Where the 0.5 boundary now lies on the uncalibrated model's probability.
+            "trained_probability_threshold": 1 / (1 + math.exp(offset)),
+            "card_pixels": int(card.sum()), "background_pixels": int(background.sum())}
+
+
+def main(args: argparse.Namespace) -> dict:
+    path = resolve_path(args.checkpoint)
+    if args.max_offset <= 0 or args.step <= 0 or args.step > args.max_offset:
+        raise DataError(f"--max-offset ({args.max_offset}) and --step ({args.step}) must be positive, "
+                        "the step no larger than the limit")
+    model, ckpt = load_checkpoint_model(path)
+    card_head(model)   # fail before the pass over the data
+    data_path = resolve_path(args.data_path)
+    samples = find_samples(data_path, args.split)
+    if args.limit:
+        samples = samples[:args.limit]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    result = calibrate(model, samples, device, args.max_offset, args.step, args.quiet)
+    model.cpu()
+    previous = (ckpt.get("calibration") or {}).get("card_logit_offset", 0.0)
+    ckpt["calibration"] = {
+        # Added up over repeated calibrations: the total moved since training.
+        "card_logit_offset": previous + result["offset"], "data_path": data_path, "split": args.split,
+        "images": len(samples), "iou_before": result["iou_before"], "iou_after": result["iou_after"],
+        "trained_probability_threshold": 1 / (1 + math.exp(previous + result["offset"])),
+    }
+    if ckpt.get("model_object") is not None:
+        ckpt["model_object"] = model
+    if "model" in ckpt:
+        ckpt["model"] = model.state_dict()
+    out = resolve_path(args.output) if args.output else os.path.splitext(path)[0] + "_calibrated.pt"
+    atomic_torch_save(ckpt, out)
+    logger.info("%s, %d images: card logit offset %+.2f (the %.2f boundary moves to the trained model's "
+                "probability %.3f), pooled IoU %.4f -> %.4f; saved %s", args.split, len(samples), result["offset"],
+                MASK_THRESHOLD, result["trained_probability_threshold"], result["iou_before"], result["iou_after"],
+                out)
+    return {**result, "output": out, "images": len(samples)}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Calibrate a segmentation checkpoint's card boundary on a validation "
+                                "split (an offset in the model, no new threshold)", add_help=add_help)
+    p.add_argument("checkpoint", help=".pt checkpoint of train.py or prune.py")
+    p.add_argument("--data-path", default=DEFAULT_DATASET, help="dataset whose --split is the validation split")
+    p.add_argument("--split", default="test", help="the split that chose the checkpoint (train.py --val-split)")
+    p.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
+    p.add_argument("--max-offset", type=float, default=DEFAULT_MAX_OFFSET, help="largest offset tried, in logits")
+    p.add_argument("--step", type=float, default=DEFAULT_STEP, help="offset resolution, in logits")
+    p.add_argument("--output", default=None, help="default: <checkpoint>_calibrated.pt next to it")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+if __name__ == "__main__":
+    run_script(main, get_args_parser)
