@@ -4,12 +4,12 @@ shift of the logit difference, and bad input gets a clear error."""
 import json
 import os
 
+import calibrate
 import cv2
 import numpy as np
 import pytest
 import torch
 
-import calibrate
 import model_card
 import segmentation_export
 from common import CARD_CLASS, DataError
@@ -35,7 +35,10 @@ def _logit_difference(model, x):
 
 class BrightnessSegmenter(torch.nn.Module):
     """The part of LR-ASPP calibrate.py touches (net.classifier.low_classifier, its card bias), on a
-    known rule: card-minus-background logit = 8 * (mean brightness - 0.5)."""
+    known rule: card-minus-background logit = SLOPE * mean brightness + BIAS (values no 0.01 grid
+    hits exactly, so torch and numpy agree on which side of every candidate boundary a pixel is)."""
+
+    SLOPE, BIAS = 7.77, -3.8831
 
     def __init__(self):
         super().__init__()
@@ -44,9 +47,9 @@ class BrightnessSegmenter(torch.nn.Module):
         self.net.classifier.low_classifier = conv = torch.nn.Conv2d(1, 2, 1)
         with torch.no_grad():
             conv.weight.zero_()
-            conv.weight[CARD_CLASS] = 8.0
-            conv.bias.copy_(torch.tensor([0.0, 0.0]))
-            conv.bias[CARD_CLASS] = -4.0
+            conv.weight[CARD_CLASS] = self.SLOPE
+            conv.bias.zero_()
+            conv.bias[CARD_CLASS] = self.BIAS
 
     def forward(self, x):
         return self.net.classifier.low_classifier(x.mean(1, keepdim=True))
@@ -78,7 +81,8 @@ def test_offset_is_the_iou_optimum_and_an_exact_shift(overlapping_data, tmp_path
     d, truth = [], []
     for img_path, mask_path in find_samples(overlapping_data, "test"):
         image, t = load_sample(img_path, mask_path)
-        d.append(8 * (image.astype(np.float32).mean(2) / 255 - 0.5).ravel())
+        m = image.astype(np.float32).mean(2) / 255
+        d.append((BrightnessSegmenter.SLOPE * m + BrightnessSegmenter.BIAS).ravel())
         truth.append(t.astype(bool).ravel())
     d, truth = np.concatenate(d), np.concatenate(truth)
     offsets = np.round(np.arange(-200, 201) * 0.01, 2)
@@ -97,7 +101,10 @@ def test_offset_is_the_iou_optimum_and_an_exact_shift(overlapping_data, tmp_path
     diff = _logit_difference(after, x) - _logit_difference(before, x)
     assert torch.allclose(diff, torch.full_like(diff, result["offset"]), atol=1e-5)
     assert evaluate_model(out, overlapping_data, quiet=True)["iou"] == pytest.approx(result["iou_after"], abs=1e-5)
-    assert saved["calibration"]["images"] == 3 and saved["calibration"]["split"] == "test"
+    record = saved["calibration"]
+    assert record["images"] == 3 and record["split"] == "test" and not record["validation"]
+    # Its 0.5 boundary is where the model as trained said sigmoid(-offset).
+    assert record["trained_probability_threshold"] == pytest.approx(1 / (1 + np.exp(result["offset"])))
 
     # Calibrating the calibrated model moves it by at most one step; the record adds offsets up.
     again_path = str(tmp_path / "again.pt")
@@ -105,13 +112,17 @@ def test_offset_is_the_iou_optimum_and_an_exact_shift(overlapping_data, tmp_path
     assert abs(again["offset"]) <= 0.011
     record = torch.load(again_path, weights_only=False)["calibration"]
     assert record["card_logit_offset"] == pytest.approx(result["offset"] + again["offset"])
+    assert record["iou_before"] == pytest.approx(result["iou_before"])   # the model as trained
 
 
 def test_a_trained_checkpoint_keeps_its_training_record(trained, tiny_dataset, tmp_path):
     out = str(tmp_path / "calibrated.pt")
-    result = _run([trained, "--data-path", tiny_dataset, "--output", out, "--quiet"])
+    # Without --data-path / --split: the run's own validation split.
+    result = _run([trained, "--output", out, "--quiet"])
     source = torch.load(trained, weights_only=False)
     saved = torch.load(out, weights_only=False)
+    assert saved["calibration"]["data_path"] == os.path.realpath(tiny_dataset)
+    assert saved["calibration"]["validation"] and result["images"] == 12
     assert saved["history"] == source["history"] and saved["args"] == source["args"]
     assert saved["calibration"]["card_logit_offset"] == result["offset"]
     state, old = saved["model"], source["model"]

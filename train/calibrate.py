@@ -1,12 +1,12 @@
 """Move a segmentation checkpoint's card/background boundary to where its validation IoU peaks.
 
-    python train/calibrate.py train/runs/segmentation/best.pt --data-path /data/cards
+    python train/calibrate.py train/runs/segmentation/best.pt      # its run's validation split
     python train/calibrate.py best.pt --data-path DIR --split test --output calibrated.pt
 
 Every user of the segmentation models (web app, scan.py, evaluate.py, the ONNX contract) calls a
 pixel card where its probability is >= 0.5 (common.MASK_THRESHOLD). Training (cross-entropy +
 Dice, train.py --dice-weight) does not put the pooled-IoU optimum there: our models' IoU peaks at
-a probability of about 0.6-0.65 on every look of our splits (docs/experiments.md), likely because
+a probability of about 0.6-0.7 on every look of our splits (docs/experiments.md), likely because
 the soft Dice term pays for recall along the card's outline. Rather than a second threshold to keep in step
 in Python and JavaScript, the offset goes into the model: adding `offset` to the card logit's
 bias in the head's low_classifier (summed with the high branch before the bilinear upsampling,
@@ -16,8 +16,9 @@ graph (a sigmoid of that upsampled difference) carries it with no extra operator
 
 The offset is the one with the highest pooled card IoU (evaluate.py's metric) on the split, from
 one pass over it: counts of card and background pixels per logit-difference bin, from which
-every candidate offset's IoU is exact. Calibrate on the validation split that chose the
-checkpoint, never on a test split, and again after any fine-tune (training learns the bias anew).
+every candidate offset's IoU is exact. By default the split is the one that chose the checkpoint
+(its train.py --data-path and --val-split); never calibrate on a test split, and calibrate again
+after any fine-tune (training learns the bias anew).
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ import os
 import torch
 from tqdm import tqdm
 
-from common import CARD_CLASS, DEFAULT_DATASET, MASK_THRESHOLD, DataError, atomic_torch_save, resolve_path, run_script
+from common import (
+    CARD_CLASS,
+    DEFAULT_DATASET,
+    MASK_THRESHOLD,
+    DataError,
+    atomic_torch_save,
+    resolve_path,
+    run_script,
+    select_device,
+)
 from dataset import find_samples, load_sample
-from model import load_checkpoint_model
+from model import image_tensor, load_checkpoint_model
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +66,7 @@ def logit_histograms(model, samples, edges: torch.Tensor, device: str, quiet: bo
     background = torch.zeros_like(card)
     for img_path, mask_path in tqdm(samples, desc="calibrate", unit="img", disable=quiet):
         image, truth = load_sample(img_path, mask_path)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
-        logits = model(x).float()[0]                                   # (2, 640, 480)
+        logits = model(image_tensor(image, device)).float()[0]        # (2, 640, 480)
         d = (logits[CARD_CLASS] - logits[1 - CARD_CLASS]).flatten().cpu()
         bins = torch.bucketize(d, edges, right=True)
         t = torch.from_numpy(truth).flatten().bool()
@@ -71,8 +80,7 @@ def iou_per_offset(card: torch.Tensor, background: torch.Tensor) -> torch.Tensor
     # Pixels at or above edge j are those in bins j+1 and up: reversed cumulative sums.
     tp = card.flip(0).cumsum(0).flip(0)[1:].double()
     fp = background.flip(0).cumsum(0).flip(0)[1:].double()
-    union = card.sum().double() + fp
-    return torch.where(union > 0, tp / union.clamp(min=1), torch.ones_like(union))
+    return tp / (card.sum().double() + fp)      # the caller makes sure there are card pixels
 
 
 def calibrate(model, samples, device: str, max_offset: float = DEFAULT_MAX_OFFSET, step: float = DEFAULT_STEP,
@@ -106,20 +114,28 @@ def main(args: argparse.Namespace) -> dict:
                         "the step no larger than the limit")
     model, ckpt = load_checkpoint_model(path)
     card_head(model)   # fail before the pass over the data
-    data_path = resolve_path(args.data_path)
-    samples = find_samples(data_path, args.split)
+    # Default: the split that chose the checkpoint (train.py's --data-path / --val-split).
+    trained = ckpt.get("args") or {}
+    data_path = resolve_path(args.data_path or trained.get("data_path") or DEFAULT_DATASET)
+    split = args.split or trained.get("val_split") or "test"
+    validation = data_path == trained.get("data_path") and split == trained.get("val_split")
+    samples = find_samples(data_path, split)
     if args.limit:
         samples = samples[:args.limit]
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device(args.device, "one pass over the split: fine on the CPU")
     model.to(device)
     result = calibrate(model, samples, device, args.max_offset, args.step, args.quiet)
     model.cpu()
-    previous = (ckpt.get("calibration") or {}).get("card_logit_offset", 0.0)
+    previous = ckpt.get("calibration") or {}
+    same_split = previous.get("data_path") == data_path and previous.get("split") == split
+    total = previous.get("card_logit_offset", 0.0) + result["offset"]
     ckpt["calibration"] = {
-        # Added up over repeated calibrations: the total moved since training.
-        "card_logit_offset": previous + result["offset"], "data_path": data_path, "split": args.split,
-        "images": len(samples), "iou_before": result["iou_before"], "iou_after": result["iou_after"],
-        "trained_probability_threshold": 1 / (1 + math.exp(previous + result["offset"])),
+        # Added up over repeated calibrations: the total moved since training, and the IoU of the
+        # model as trained when the earlier calibration measured it on the same split.
+        "card_logit_offset": total, "data_path": data_path, "split": split, "validation": validation,
+        "images": len(samples), "iou_after": result["iou_after"],
+        "iou_before": previous["iou_before"] if same_split else result["iou_before"],
+        "trained_probability_threshold": 1 / (1 + math.exp(total)),
     }
     if ckpt.get("model_object") is not None:
         ckpt["model_object"] = model
@@ -127,8 +143,11 @@ def main(args: argparse.Namespace) -> dict:
         ckpt["model"] = model.state_dict()
     out = resolve_path(args.output) if args.output else os.path.splitext(path)[0] + "_calibrated.pt"
     atomic_torch_save(ckpt, out)
+    if not validation:
+        logger.warning("%s split of %s is not the split that chose this checkpoint; make sure it is not a test split",
+                       split, data_path)
     logger.info("%s, %d images: card logit offset %+.2f (the %.2f boundary moves to the trained model's "
-                "probability %.3f), pooled IoU %.4f -> %.4f; saved %s", args.split, len(samples), result["offset"],
+                "probability %.3f), pooled IoU %.4f -> %.4f; saved %s", split, len(samples), result["offset"],
                 MASK_THRESHOLD, result["trained_probability_threshold"], result["iou_before"], result["iou_after"],
                 out)
     return {**result, "output": out, "images": len(samples)}
@@ -138,8 +157,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Calibrate a segmentation checkpoint's card boundary on a validation "
                                 "split (an offset in the model, no new threshold)", add_help=add_help)
     p.add_argument("checkpoint", help=".pt checkpoint of train.py or prune.py")
-    p.add_argument("--data-path", default=DEFAULT_DATASET, help="dataset whose --split is the validation split")
-    p.add_argument("--split", default="test", help="the split that chose the checkpoint (train.py --val-split)")
+    p.add_argument("--data-path", default=None,
+                   help="dataset whose --split is the validation split (default: the checkpoint's training "
+                   "--data-path, else dataset/ at the repo root)")
+    p.add_argument("--split", default=None, help="default: the checkpoint's --val-split, else test")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
     p.add_argument("--max-offset", type=float, default=DEFAULT_MAX_OFFSET, help="largest offset tried, in logits")
     p.add_argument("--step", type=float, default=DEFAULT_STEP, help="offset resolution, in logits")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from common import DEFAULT_DATASET, MASK_THRESHOLD, DataError, resolve_path, run_script, write_ranked
 from dataset import find_samples, load_sample
 from metrics import ConfusionMatrix
-from model import load_checkpoint_model
+from model import image_tensor, load_checkpoint_model
 from onnx_utils import ort_session
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ def load_predictor(path: str, device: str = "cpu", threads: int = 0) -> Callable
 
     @torch.inference_mode()
     def run_torch(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
-        return model(x).float().softmax(1)[0, 1].cpu().numpy()
+        return model(image_tensor(image, device)).float().softmax(1)[0, 1].cpu().numpy()
 
     return run_torch
 

@@ -6,8 +6,8 @@ dict, which keeps the export and Torch-Pruning simple.
 
 Two architecture options trade accuracy for speed (train.py --output-stride / --reduced-tail):
 - output stride 16 (torchvision's LR-ASPP): the backbone's last stage is dilated and runs at 1/16 of
-  the input (40 x 30 at 640 x 480); it holds the eight costliest nodes of the deployed model in
-  WASM, about 40 % of its time (README, Browser speed). Output stride 32 strides that stage instead
+  the input (40 x 30 at 640 x 480); it holds seven of the eight costliest nodes of the deployed
+  model in WASM, about a third of its time (README, Browser speed). Output stride 32 strides that stage instead
   (20 x 15): the same weights at a quarter of the cost, so a trained model converts and
   fine-tunes (to_output_stride_32).
 - reduced_tail: torchvision's MobileNetV3 option that halves the last stage's channels; its shapes
@@ -57,6 +57,11 @@ def _lraspp(reduced_tail: bool, output_stride: int) -> nn.Module:
 
     backbone = mobilenet_v3_large(weights=None, dilated=output_stride == 16, reduced_tail=reduced_tail)
     return _lraspp_mobilenetv3(backbone, NUM_CLASSES)
+
+
+def image_tensor(image, device: str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB frame (numpy) -> (1, 3, H, W) float 0..1 on `device`, CardSegmenter's input."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int]:

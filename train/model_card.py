@@ -443,11 +443,11 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                 lines.append(f"- {label}: {v}")
         c = t.get("calibration")
         if c:
+            split = f"{c['split']} split" + (", the run's validation" if c.get("validation") else "")
             lines.append(f"- boundary calibration (`train/calibrate.py`): card logit offset "
                          f"{c['card_logit_offset']:+.2f}, so a pixel is card where the trained model's probability "
                          f"was >= {c['trained_probability_threshold']:.3f}; pooled IoU {c['iou_before']:.4f} -> "
-                         f"{c['iou_after']:.4f} on the {c['images']} images of `{c['data_path']}` ({c['split']} "
-                         "split, the run's validation)")
+                         f"{c['iou_after']:.4f} on the {c['images']} images of `{c['data_path']}` ({split})")
         lines.append("")
     p = t.get("pruning")
     if p:
