@@ -343,6 +343,44 @@ def test_model_card_proposes_a_pruned_model_only_when_it_meets_the_target(tmp_pa
         assert "0.50x" in card
 
 
+PRUNING = {"ratio": 0.3, "iterative_steps": 3, "finetune_epochs": 1, "base_macs": 2.4e9, "macs": 1.2e9,
+           "base_params": 3.2e6, "params": 1.6e6, "iou_finetuned": 0.95}
+
+
+def fine_tuned_pruned_checkpoint() -> dict:
+    """What train.py saves when it fine-tunes a prune.py checkpoint (weights left out)."""
+    return {"pruning": PRUNING, "source_checkpoint": "full.pt", "command": "python train/train.py --dice-weight 0",
+            "history": [{"epoch_s": 600}, {"epoch_s": 660}], "best_iou": 0.95, "best_epoch": 1,
+            "train_images": 5000, "val_images": 1200, "args": {"lr": 1e-4, "max_train_images": 0, "dice_weight": 0.0}}
+
+
+def test_checkpoint_summary_describes_the_last_run_of_a_pruned_model():
+    """prune.py's checkpoint is described by its pruning run; a train.py fine-tune of it by its own
+    run (command, epochs, validation, loss), keeping the pruning record and what it was pruned from."""
+    pruned = {"pruning": PRUNING, "source_checkpoint": "full.pt", "history": [{"epoch_s": 600}],
+              "args": {"lr": 5e-4, "max_train_images": 800, "dice_weight": 1.0}}
+    summary = segmentation_export.checkpoint_summary(pruned)
+    assert summary["max_train_images"] == 800 and "command" not in summary and "epochs_run" not in summary
+    summary = segmentation_export.checkpoint_summary(fine_tuned_pruned_checkpoint())
+    assert summary["command"] == "python train/train.py --dice-weight 0" and summary["epochs_run"] == 2
+    assert summary["train_time_min"] == 21.0 and summary["best_val_iou"] == 0.95 and summary["val_images"] == 1200
+    assert summary["dice_weight"] == 0.0 and summary["pruning"] == PRUNING and summary["source_checkpoint"] == "full.pt"
+    assert "max_train_images" not in summary
+
+
+def test_model_card_prints_the_last_run(tmp_path):
+    summary = segmentation_export.checkpoint_summary(fine_tuned_pruned_checkpoint())
+    f = {"file": "p.onnx", "precision": "fp32", "size_bytes": 1, "opset": 13, "cpu_latency_ms": 1.0,
+         "latency_runs": 1, "sha256": "0" * 64, "gate": {"mask_iou": 1.0, "max_prob_diff": 0.0, "images": 1}}
+    (tmp_path / "p.json").write_text(json.dumps({"name": "p", "files": [f], "machine": "m", "onnxruntime": "x",
+                                                 "export_command": "c", "training": summary}))
+    card = model_card.render_model_card(str(tmp_path))
+    for line in ("- command: `python train/train.py --dice-weight 0`", "- best epoch: 2 (counting from 1)",
+                 "- best validation IoU: 0.9500", "- Dice loss weight (0: cross-entropy only): 0.0",
+                 "- pruned from: full.pt", "Pruned with `train/prune.py` (ratio 0.3"):
+        assert line in card, line
+
+
 def test_model_card_wasm_times_only_for_the_file_that_was_timed(tmp_path):
     """A re-exported file (new hash) does not inherit the WASM times of the file benchmark.py timed."""
     meta = {"files": [{"file": "m.onnx", "sha256": "aaa"}, {"file": "m_fp32.onnx", "sha256": "bbb"}]}

@@ -52,8 +52,9 @@ repository root). A summary, not legal advice:
   --weights` on generator v2 images (`--preset v2`: hands over corners and edges, photographic
   backgrounds and card art from the two packages above, room and desk structure, card backs, foil,
   glare, low light; see `train/README.md`), then pruned and fine-tuned again, the deployed one
-  on more v2 and hard-preset images and card-free frames, last on new-seed v1, v2 and hard-preset
-  images with a larger v1 share; then each one's card boundary was calibrated on its last run's
+  on more v2 and hard-preset images and card-free frames, then on new-seed v1, v2 and hard-preset
+  images with a larger v1 share, last with cross-entropy only (`--dice-weight 0`) on more new seeds,
+  validated on 1200 images; then each one's card boundary was calibrated on its last run's
   validation split (`train/calibrate.py`); the commands are under each model.
   The corner detector, trained on v1 images on a GPU, was fine-tuned on the CPU for 2 epochs on
   v2, hard and v1 images with the same photos, a third of them card-free frames; its refiner was
@@ -63,8 +64,9 @@ repository root). A summary, not legal advice:
   v1 look (`--preset v1 --seed 1000`, the split earlier figures used), v2 and the hard preset
   (corner fingers, structured and dark scenes, cards leaving the frame), both with photos of
   `mate-backgrounds`, a package kept out of training, and for the corner model card-free frames of
-  each look (false alarms). The tables under each model give the figures of every file and of the
-  previous release on each split, measured in one command. Real photos may differ in ways none of
+  each look (false alarms). The tables under each model give the figures of every file and of an
+  earlier release (the v1 release for segmentation, the previous one for corners) on each split,
+  measured in one command; `docs/experiments.md` has every release in between. Real photos may differ in ways none of
   these splits has.
 - **What still fails** (overlays of the worst hard-split images, `evaluate.py --overlays`):
   fingers and hands over the card, and hands right next to it, are often taken for card, so the
@@ -437,11 +439,12 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                   "best_val_iou": "best validation IoU", "train_time_min": "training time (min)",
                   "lr": "peak learning rate", "batch_size": "batch size", "size": "resolution (H, W)",
                   "low_res_epochs": "low-resolution epochs", "pretrained_backbone": "ImageNet backbone",
-                  "amp_dtype": "autocast dtype"}   # pruning: its own paragraph below
+                  "dice_weight": "Dice loss weight (0: cross-entropy only)", "amp_dtype": "autocast dtype"}   # pruning: its own paragraph below
+        shown = {"command": lambda v: f"`{v}`", "best_val_iou": lambda v: f"{v:.4f}",
+                 "best_epoch": lambda v: f"{v + 1} (counting from 1)"}   # train.py counts epochs from 0
         for k, label in labels.items():
             if k in t:
-                v = f"`{t[k]}`" if k == "command" else t[k]
-                lines.append(f"- {label}: {v}")
+                lines.append(f"- {label}: {shown.get(k, str)(t[k])}")
         c = t.get("calibration")
         if c:
             split = f"{c['split']} split" + (", the run's validation" if c.get("validation") else "")

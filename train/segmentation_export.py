@@ -179,8 +179,9 @@ def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarra
 def checkpoint_summary(ckpt: dict) -> dict:
     """What a train.py or prune.py checkpoint says about its training, for the model card."""
     args = ckpt.get("args") or {}
-    if ckpt.get("pruning"):
+    if ckpt.get("pruning") and "command" not in ckpt:
         # A prune.py checkpoint carries its source's history; what describes it is the pruning run.
+        # (train.py's fine-tunes of a pruned model keep the pruning record but describe their own run.)
         return {k: v for k, v in {
             "source_checkpoint": ckpt.get("source_checkpoint"), "lr": args.get("lr"),
             "batch_size": args.get("batch_size"), "size": args.get("size"),
@@ -195,6 +196,7 @@ def checkpoint_summary(ckpt: dict) -> dict:
         "lr": args.get("lr"), "batch_size": args.get("batch_size"), "size": args.get("size"),
         "low_res_epochs": args.get("low_res_epochs"), "pretrained_backbone": ckpt.get("pretrained_backbone"),
         "amp_dtype": args.get("amp_dtype"), "output_stride": args.get("output_stride"),
-        "reduced_tail": args.get("reduced_tail") or None, "pruning": ckpt.get("pruning"),
+        "reduced_tail": args.get("reduced_tail") or None, "dice_weight": args.get("dice_weight"),
+        "source_checkpoint": ckpt.get("source_checkpoint"), "pruning": ckpt.get("pruning"),
         "calibration": ckpt.get("calibration"),
     }.items() if v is not None}
