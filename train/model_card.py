@@ -439,7 +439,8 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                   "best_val_iou": "best validation IoU", "train_time_min": "training time (min)",
                   "lr": "peak learning rate", "batch_size": "batch size", "size": "resolution (H, W)",
                   "low_res_epochs": "low-resolution epochs", "pretrained_backbone": "ImageNet backbone",
-                  "dice_weight": "Dice loss weight (0: cross-entropy only)", "amp_dtype": "autocast dtype"}   # pruning: its own paragraph below
+                  "dice_weight": "Dice loss weight (0: cross-entropy only)",
+                  "amp_dtype": "autocast dtype"}   # pruning: its own paragraph below
         shown = {"command": lambda v: f"`{v}`", "best_val_iou": lambda v: f"{v:.4f}",
                  "best_epoch": lambda v: f"{v + 1} (counting from 1)"}   # train.py counts epochs from 0
         for k, label in labels.items():
