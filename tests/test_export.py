@@ -351,7 +351,8 @@ def fine_tuned_pruned_checkpoint() -> dict:
     """What train.py saves when it fine-tunes a prune.py checkpoint (weights left out)."""
     return {"pruning": PRUNING, "source_checkpoint": "full.pt", "command": "python train/train.py --dice-weight 0",
             "history": [{"epoch_s": 600}, {"epoch_s": 660}], "best_iou": 0.95, "best_epoch": 1,
-            "train_images": 5000, "val_images": 1200, "args": {"lr": 1e-4, "max_train_images": 0, "dice_weight": 0.0}}
+            "train_images": 5000, "val_images": 1200, "pretrained_backbone": "initialised from best.pt",
+            "args": {"lr": 1e-4, "max_train_images": 0, "dice_weight": 0.0}}
 
 
 def test_checkpoint_summary_describes_the_last_run_of_a_pruned_model():
@@ -377,7 +378,8 @@ def test_model_card_prints_the_last_run(tmp_path):
     card = model_card.render_model_card(str(tmp_path))
     for line in ("- command: `python train/train.py --dice-weight 0`", "- best epoch: 2 (counting from 1)",
                  "- best validation IoU: 0.9500", "- Dice loss weight (0: cross-entropy only): 0.0",
-                 "- pruned from: full.pt", "Pruned with `train/prune.py` (ratio 0.3"):
+                 "- pruned from: full.pt", "- starting weights: initialised from best.pt",
+                 "Pruned with `train/prune.py` (ratio 0.3"):
         assert line in card, line
 
 

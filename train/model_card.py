@@ -445,6 +445,8 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                  "best_epoch": lambda v: f"{v + 1} (counting from 1)"}   # train.py counts epochs from 0
         for k, label in labels.items():
             if k in t:
+                if k == "pretrained_backbone" and isinstance(t[k], str):
+                    label = "starting weights"   # a fine-tune: "initialised from <checkpoint>"
                 lines.append(f"- {label}: {shown.get(k, str)(t[k])}")
         c = t.get("calibration")
         if c:
