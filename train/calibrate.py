@@ -4,16 +4,17 @@
     python train/calibrate.py best.pt --data-path DIR --split test --output calibrated.pt
 
 Every user of the segmentation models (web app, scan.py, evaluate.py, the ONNX contract) calls a
-pixel card where its probability is >= 0.5 (common.MASK_THRESHOLD). Training (cross-entropy +
-Dice, train.py --dice-weight) does not put the pooled-IoU optimum there: our models' IoU peaks at
-a probability of about 0.6-0.7 on every look of our splits (about 0.55 with cross-entropy only),
-and about half of that bias is the soft Dice term's, which pays for recall along the card's
-outline (a cross-entropy-only round needs half the offset; docs/experiments.md). Rather than a second threshold to keep in step in
-Python and JavaScript, the offset goes into the model: adding `offset` to the card logit's
-bias in the head's low_classifier (summed with the high branch before the bilinear upsampling,
-whose weights sum to 1) moves every pixel's card-minus-background logit by exactly `offset`. The
-0.5 boundary then lies where the uncalibrated probability was sigmoid(-offset), and the exported
-graph (a sigmoid of that upsampled difference) carries it with no extra operator.
+pixel card where its probability is >= 0.5 (common.MASK_THRESHOLD). Training (cross-entropy + Dice,
+train.py --dice-weight) does not put the pooled-IoU optimum there: our models' IoU peaks at a
+probability of about 0.6-0.7 on every look of our splits (about 0.55 with cross-entropy only), and
+about half of that bias is the soft Dice term's, which pays for recall along the card's outline (a
+cross-entropy-only round needs half the offset; docs/experiments.md). Rather than a second
+threshold to keep in step in Python and JavaScript, the offset goes into the model: adding `offset`
+to the card logit's bias in the head's low_classifier (summed with the high branch before the
+bilinear upsampling, whose weights sum to 1) moves every pixel's card-minus-background logit by
+exactly `offset`. The 0.5 boundary then lies where the uncalibrated probability was
+sigmoid(-offset), and the exported graph (a sigmoid of that upsampled difference) carries it with
+no extra operator.
 
 The offset is the one with the highest pooled card IoU (evaluate.py's metric) on the split, from
 one pass over it: counts of card and background pixels per logit-difference bin, from which
