@@ -54,7 +54,8 @@ repository root). A summary, not legal advice:
   glare, low light; see `train/README.md`), then pruned and fine-tuned again, the deployed one
   on more v2 and hard-preset images and card-free frames, then on new-seed v1, v2 and hard-preset
   images with a larger v1 share, last with cross-entropy only (`--dice-weight 0`) on more new seeds,
-  validated on 1200 images; then each one's card boundary was calibrated on its last run's
+  validated on 1200 images, with the weights of its last rounds averaged
+  (`train/average_checkpoints.py`); then each one's card boundary was calibrated on its last run's
   validation split (`train/calibrate.py`); the commands are under each model.
   The corner detector, trained on v1 images on a GPU, was fine-tuned on the CPU for 2 epochs on
   v2, hard and v1 images with the same photos, a third of them card-free frames; its refiner was
@@ -405,6 +406,16 @@ def _comparison(meta: dict) -> list[str]:
     return lines
 
 
+def _averaged_from(entries: list[dict]) -> str:
+    """average_checkpoints.py's inputs: each with its run's best validation IoU, or what it averaged."""
+    def one(a):
+        if a.get("averaged_from"):
+            return f"`{a['checkpoint']}` (itself the average of {_averaged_from(a['averaged_from'])})"
+        iou = a.get("best_val_iou")
+        return f"`{a['checkpoint']}`" + (f" (best validation IoU {iou:.4f})" if iou is not None else "")
+    return ", ".join(one(a) for a in entries)
+
+
 def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
     if meta.get("kind") == "corners":
         return _corner_section(meta, export_dir)
@@ -433,7 +444,9 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
     t = meta.get("training") or {}
     if t:
         lines += ["Training:", ""]
-        labels = {"note": "how", "source_checkpoint": "pruned from", "command": "command", "hardware": "hardware",
+        labels = {"note": "how", "source_checkpoint": "pruned from", "command": "command",
+                  "averaged_from": "weights, the uniform average of", "average_command": "averaged with",
+                  "hardware": "hardware",
                   "train_images": "training images", "max_train_images": "fine-tuning images per epoch",
                   "val_images": "validation images", "epochs_run": "epochs run", "best_epoch": "best epoch",
                   "best_val_iou": "best validation IoU", "train_time_min": "training time (min)",
@@ -441,12 +454,16 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                   "low_res_epochs": "low-resolution epochs", "pretrained_backbone": "ImageNet backbone",
                   "dice_weight": "Dice loss weight (0: cross-entropy only)",
                   "amp_dtype": "autocast dtype"}   # pruning: its own paragraph below
-        shown = {"command": lambda v: f"`{v}`", "best_val_iou": lambda v: f"{v:.4f}",
+        shown = {"command": lambda v: f"`{v}`", "average_command": lambda v: f"`{v}`",
+                 "averaged_from": _averaged_from,
+                 "best_val_iou": lambda v: f"{v:.4f}",
                  "best_epoch": lambda v: f"{v + 1} (counting from 1)"}   # train.py counts epochs from 0
         for k, label in labels.items():
             if k in t:
                 if k == "pretrained_backbone" and isinstance(t[k], str):
                     label = "starting weights"   # a fine-tune: "initialised from <checkpoint>"
+                if k in ("best_epoch", "best_val_iou") and "averaged_from" in t:
+                    label += " of that run (before averaging)"
                 lines.append(f"- {label}: {shown.get(k, str)(t[k])}")
         c = t.get("calibration")
         if c:

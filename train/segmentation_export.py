@@ -177,7 +177,8 @@ def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarra
 
 
 def checkpoint_summary(ckpt: dict) -> dict:
-    """What a train.py or prune.py checkpoint says about its training, for the model card."""
+    """What a train.py, prune.py or average_checkpoints.py checkpoint says about its training, for the model
+    card (an average describes the run of its last input, plus what it averaged)."""
     args = ckpt.get("args") or {}
     if ckpt.get("pruning") and "command" not in ckpt:
         # A prune.py checkpoint carries its source's history; what describes it is the pruning run.
@@ -198,5 +199,6 @@ def checkpoint_summary(ckpt: dict) -> dict:
         "amp_dtype": args.get("amp_dtype"), "output_stride": args.get("output_stride"),
         "reduced_tail": args.get("reduced_tail") or None, "dice_weight": args.get("dice_weight"),
         "source_checkpoint": ckpt.get("source_checkpoint"), "pruning": ckpt.get("pruning"),
+        "averaged_from": ckpt.get("averaged_from"), "average_command": ckpt.get("average_command"),
         "calibration": ckpt.get("calibration"),
     }.items() if v is not None}

@@ -33,6 +33,7 @@ from common import (
     DEFAULT_RUNS_DIR,
     IMAGE_HEIGHT,
     IMAGE_WIDTH,
+    DataError,
     ScriptError,
     atomic_torch_save,
     atomic_write_bytes,
@@ -316,6 +317,10 @@ def main(args: argparse.Namespace) -> dict:
     # A pruned checkpoint carries its own (smaller) architecture as `model_object`.
     if args.resume or args.weights:
         model, source = load_checkpoint_model(resolve_path(args.resume or args.weights))
+        if args.resume and not (source.get("optimizer") and source.get("lr_scheduler")):
+            # Shipped (train/checkpoints) and averaged checkpoints keep the weights only.
+            raise DataError(f"{args.resume}: no optimizer and schedule state to resume (a shipped or averaged "
+                            "checkpoint); start a new run from it with --weights")
         pruned = source.get("model_object") is not None
         # A pruned model keeps its pruning record through fine-tuning: the model card reads it.
         lineage = {k: source.get(k) for k in ("pruning", "source_checkpoint")} if pruned else {}

@@ -1,0 +1,136 @@
+"""average_checkpoints.py: the output holds the exact mean of its inputs' weights, works wherever a
+checkpoint does (calibrate, --weights, the model card), and bad input gets a clear error."""
+
+import json
+import os
+
+import average_checkpoints
+import calibrate
+import pytest
+import torch
+from conftest import SEG_OPTIONS
+
+import model_card
+import segmentation_export
+import train
+from common import DataError
+from model import load_checkpoint_model
+
+
+def _run(argv):
+    return average_checkpoints.main(average_checkpoints.get_args_parser().parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(segmentation_run):
+    """One run's state after epoch 0 and after epoch 1: two checkpoints of one chain."""
+    out = segmentation_run["output_dir"]
+    return os.path.join(out, "killed_after_epoch0.pt"), os.path.join(out, "last.pt")
+
+
+def test_average_is_the_mean_of_every_weight_and_statistic(two_checkpoints, tmp_path):
+    first, second = two_checkpoints
+    out = str(tmp_path / "averaged.pt")
+    _run([first, second, "--output", out])
+
+    a, b = (load_checkpoint_model(p)[0].state_dict() for p in (first, second))
+    model, ckpt = load_checkpoint_model(out)
+    averaged = model.state_dict()
+    moved = 0
+    for k, v in averaged.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a[k] + b[k]) / 2, rtol=0, atol=1e-7, msg=k)
+            moved += not torch.equal(a[k], b[k])
+        else:   # batch norm's num_batches_tracked: the last input's
+            assert torch.equal(v, b[k]), k
+    assert moved > 10                                   # the two epochs really differ
+    assert any("running_var" in k for k in averaged)    # batch-norm statistics are averaged too
+
+    # A checkpoint for fine-tuning and export: no optimizer state, the last run's record, what was averaged.
+    assert not {"optimizer", "lr_scheduler", "scaler"} & set(ckpt)
+    assert ckpt["command"] == torch.load(second, map_location="cpu", weights_only=False)["command"]
+    assert [e["checkpoint"] for e in ckpt["averaged_from"]] == [os.path.realpath(first), os.path.realpath(second)]
+    assert "train/average_checkpoints.py" in ckpt["average_command"]
+    x = torch.rand(1, 3, 64, 48)
+    with torch.inference_mode():
+        assert model(x).shape == (1, 2, 64, 48)
+
+
+def test_average_calibrates_and_shows_in_the_model_card(two_checkpoints, tiny_dataset, tmp_path):
+    out, calibrated = str(tmp_path / "averaged.pt"), str(tmp_path / "calibrated.pt")
+    _run([*two_checkpoints, "--output", out])
+    calibrate.main(calibrate.get_args_parser().parse_args([out, "--data-path", tiny_dataset, "--output", calibrated,
+                                                           "--quiet"]))
+    summary = segmentation_export.checkpoint_summary(torch.load(calibrated, map_location="cpu", weights_only=False))
+    assert len(summary["averaged_from"]) == 2 and "calibration" in summary
+    f = {"file": "p.onnx", "precision": "fp32", "size_bytes": 1, "opset": 13, "cpu_latency_ms": 1.0,
+         "latency_runs": 1, "sha256": "0" * 64, "gate": {"mask_iou": 1.0, "max_prob_diff": 0.0, "images": 1}}
+    (tmp_path / "p.json").write_text(json.dumps({"name": "p", "files": [f], "machine": "m", "onnxruntime": "x",
+                                                 "export_command": "c", "training": summary}))
+    card = model_card.render_model_card(str(tmp_path))
+    assert f"- weights, the uniform average of: `{os.path.realpath(two_checkpoints[0])}` (best validation IoU" in card
+    assert "- best validation IoU of that run (before averaging): " in card
+    assert "- averaged with: `python train/average_checkpoints.py" in card
+
+
+def test_average_cannot_be_resumed_but_can_be_fine_tuned_from(two_checkpoints, tiny_dataset, tmp_path):
+    out = str(tmp_path / "averaged.pt")
+    _run([*two_checkpoints, "--output", out])
+    args = ["--data-path", tiny_dataset, "--output-dir", str(tmp_path / "run"), *SEG_OPTIONS]
+    with pytest.raises(DataError, match="averaged.pt: no optimizer and schedule state to resume.*--weights"):
+        train.main(train.get_args_parser().parse_args([*args, "--resume", out]))
+    result = train.main(train.get_args_parser().parse_args([*args, "--weights", out, "--epochs", "1"]))
+    assert os.path.isfile(os.path.join(result["output_dir"], "best.pt"))
+
+
+def test_bad_input_is_named(two_checkpoints, tiny_dataset, tmp_path):
+    first, second = two_checkpoints
+    with pytest.raises(DataError, match="at least two"):
+        _run([first, "--output", str(tmp_path / "a.pt")])
+    with pytest.raises(DataError, match="given twice"):
+        _run([first, first, "--output", str(tmp_path / "a.pt")])
+    copy = str(tmp_path / "copy.pt")
+    torch.save(torch.load(second, map_location="cpu", weights_only=False), copy)
+    with pytest.raises(DataError, match="copy.pt: --output would overwrite"):
+        _run([first, copy, "--output", copy])
+
+    # A calibrated input: its card bias was moved, the average would blend the shift.
+    calibrated = str(tmp_path / "calibrated.pt")
+    calibrate.main(calibrate.get_args_parser().parse_args([second, "--data-path", tiny_dataset, "--output",
+                                                           calibrated, "--quiet"]))
+    with pytest.raises(DataError, match="calibrated.pt: calibrated"):
+        _run([first, calibrated, "--output", str(tmp_path / "a.pt")])
+
+    # Another architecture (a pruned model has other channel counts).
+    other = str(tmp_path / "other.pt")
+    ckpt = torch.load(second, map_location="cpu", weights_only=False)
+    pruned = load_checkpoint_model(second)[0]
+    name, conv = next((n, m) for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d))
+    conv.weight = torch.nn.Parameter(conv.weight[: conv.weight.shape[0] // 2].clone())
+    ckpt["model_object"], key = pruned, f"{name}.weight"
+    torch.save(ckpt, other)
+    with pytest.raises(DataError, match=f"other.pt: not the architecture of .*last.pt \\({key} is"):
+        _run([other, second, "--output", str(tmp_path / "a.pt")])
+
+
+def test_an_average_of_an_average_names_what_it_averaged(two_checkpoints, tmp_path):
+    """An averaged input carries its last input's run record, so the output names its inputs instead
+    of a best validation IoU that is not its own; the weights are the mean of the two inputs."""
+    first, second = two_checkpoints
+    third = os.path.join(os.path.dirname(second), "best.pt")
+    inner, outer = str(tmp_path / "inner.pt"), str(tmp_path / "outer.pt")
+    _run([first, second, "--output", inner])
+    _run([inner, third, "--output", outer])
+    ckpt = torch.load(outer, map_location="cpu", weights_only=False)
+    nested, plain = ckpt["averaged_from"]
+    assert "best_val_iou" not in nested and [e["checkpoint"] for e in nested["averaged_from"]] == [
+        os.path.realpath(first), os.path.realpath(second)]
+    assert plain["best_val_iou"] == torch.load(third, map_location="cpu", weights_only=False)["best_iou"]
+    a, b, c = (load_checkpoint_model(p)[0].state_dict() for p in (first, second, third))
+    averaged = load_checkpoint_model(outer)[0].state_dict()
+    for k, v in averaged.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a[k] + b[k]) / 4 + c[k] / 2, rtol=0, atol=1e-6, msg=k)
+    card_line = model_card._averaged_from(segmentation_export.checkpoint_summary(ckpt)["averaged_from"])
+    assert card_line.startswith(f"`{os.path.realpath(inner)}` (itself the average of `{os.path.realpath(first)}` "
+                                "(best validation IoU ")

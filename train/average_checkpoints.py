@@ -1,0 +1,104 @@
+"""Average the weights of segmentation checkpoints of one fine-tuning chain (a "model soup").
+
+    python train/average_checkpoints.py round9/best.pt round10/best.pt --output averaged.pt
+    python train/calibrate.py averaged.pt        # then calibrate the average, as after any fine-tune
+
+Successive short fine-tunes of one model (train.py --weights, each from the one before) end at
+points near one optimum; their uniform mean (every floating-point tensor: weights and batch-norm
+statistics) often scores above each of them, with no training and no cost at inference (the same
+architecture, the same operators). It only makes sense for checkpoints that share an ancestor and
+an architecture: independently trained models average to noise. Choose the set on a validation
+split (calibrate.py --data-path), never on a test split.
+
+Inputs must be uncalibrated (train.py's best.pt or last.pt): calibrate.py's offset is a shift of
+one bias that the average would blend. The output is a checkpoint like the last input's (its
+training record, for the model card, plus `averaged_from`), without optimizer state: fine-tune from
+it with train.py --weights, it cannot be resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+
+from common import DataError, atomic_torch_save, resolve_path, run_script
+from model import load_checkpoint_model
+
+logger = logging.getLogger(__name__)
+
+# Training state that belongs to one run's optimizer and schedule, meaningless for an average.
+RUN_STATE_KEYS = ("optimizer", "lr_scheduler", "scaler")
+
+
+def average_state_dicts(state_dicts: list[dict], names: list[str]) -> dict:
+    """The uniform mean of every floating-point tensor; integer ones (batch norm's
+    num_batches_tracked) are the last state dict's. All must have the same keys and shapes."""
+    ref, ref_name = state_dicts[-1], names[-1]
+    for sd, name in zip(state_dicts[:-1], names[:-1]):
+        if sd.keys() != ref.keys():
+            diff = sorted(set(sd) ^ set(ref))
+            raise DataError(f"{name}: not the architecture of {ref_name} (parameters differ, e.g. {diff[0]})")
+        for k, v in sd.items():
+            if v.shape != ref[k].shape:
+                raise DataError(f"{name}: not the architecture of {ref_name} ({k} is {tuple(v.shape)}, "
+                                f"not {tuple(ref[k].shape)}: a different pruning?)")
+    out = {}
+    for k, v in ref.items():
+        if v.is_floating_point():
+            # Summed in float64 in the order given, so the result does not depend on rounding order.
+            out[k] = (sum(sd[k].double() for sd in state_dicts) / len(state_dicts)).to(v.dtype)
+        else:
+            out[k] = v.clone()
+    return out
+
+
+def main(args: argparse.Namespace) -> dict:
+    paths = [resolve_path(p) for p in args.checkpoints]
+    if len(paths) < 2:
+        raise DataError("give at least two checkpoints to average")
+    if len(set(paths)) != len(paths):
+        raise DataError("a checkpoint is given twice; weight it by training it, not by repeating it")
+    out = resolve_path(args.output)
+    if out in paths:
+        raise DataError(f"{out}: --output would overwrite one of the inputs")
+    models, ckpts = [], []
+    for path in paths:
+        model, ckpt = load_checkpoint_model(path)
+        if ckpt.get("calibration"):
+            raise DataError(f"{path}: calibrated (calibrate.py moved its card bias); average the uncalibrated "
+                            "checkpoints (best.pt / last.pt), then calibrate the average")
+        models.append(model)
+        ckpts.append(ckpt)
+    averaged = average_state_dicts([m.state_dict() for m in models], paths)
+    model, ckpt = models[-1], ckpts[-1]
+    model.load_state_dict(averaged)
+    for k in RUN_STATE_KEYS:
+        ckpt.pop(k, None)
+    if ckpt.get("model_object") is not None:
+        ckpt["model_object"] = model
+    if "model" in ckpt:
+        ckpt["model"] = model.state_dict()
+    # An input that is itself an average carries its last input's best_iou, not its own: name what it averaged.
+    ckpt["averaged_from"] = [{"checkpoint": p, "averaged_from": c["averaged_from"]} if c.get("averaged_from")
+                             else {"checkpoint": p, "best_val_iou": c.get("best_iou")} for p, c in zip(paths, ckpts)]
+    ckpt["average_command"] = shlex.join(["python", "train/average_checkpoints.py", *sys.argv[1:]])
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    atomic_torch_save(ckpt, out)
+    logger.info("averaged %d checkpoints into %s; calibrate it (train/calibrate.py) before export", len(paths), out)
+    return {"output": out, "checkpoints": paths}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Uniform average of the weights of segmentation checkpoints that share "
+                                "an architecture and an ancestor (successive fine-tunes)", add_help=add_help)
+    p.add_argument("checkpoints", nargs="+", help="uncalibrated train.py checkpoints; the output keeps the last "
+                   "one's training record")
+    p.add_argument("--output", required=True, help="the averaged checkpoint (.pt)")
+    return p
+
+
+if __name__ == "__main__":
+    run_script(main, get_args_parser)
