@@ -14,7 +14,7 @@ import model_card
 import segmentation_export
 import train
 from common import DataError
-from model import load_checkpoint_model
+from model import load_checkpoint_model, to_output_stride_32
 
 
 def _run(argv):
@@ -50,7 +50,7 @@ def test_average_is_the_mean_of_every_weight_and_statistic(two_checkpoints, tmp_
     assert not {"optimizer", "lr_scheduler", "scaler"} & set(ckpt)
     assert ckpt["command"] == torch.load(second, map_location="cpu", weights_only=False)["command"]
     assert [e["checkpoint"] for e in ckpt["averaged_from"]] == [os.path.realpath(first), os.path.realpath(second)]
-    assert "train/average_checkpoints.py" in ckpt["average_command"]
+    assert ckpt["average_command"] == f"python train/average_checkpoints.py {first} {second} --output {out}"
     x = torch.rand(1, 3, 64, 48)
     with torch.inference_mode():
         assert model(x).shape == (1, 2, 64, 48)
@@ -87,8 +87,8 @@ def test_bad_input_is_named(two_checkpoints, tiny_dataset, tmp_path):
     first, second = two_checkpoints
     with pytest.raises(DataError, match="at least two"):
         _run([first, "--output", str(tmp_path / "a.pt")])
-    with pytest.raises(DataError, match="given twice"):
-        _run([first, first, "--output", str(tmp_path / "a.pt")])
+    with pytest.raises(DataError, match="last.pt: given twice"):
+        _run([first, second, second, "--output", str(tmp_path / "a.pt")])
     copy = str(tmp_path / "copy.pt")
     torch.save(torch.load(second, map_location="cpu", weights_only=False), copy)
     with pytest.raises(DataError, match="copy.pt: --output would overwrite"):
@@ -101,7 +101,25 @@ def test_bad_input_is_named(two_checkpoints, tiny_dataset, tmp_path):
     with pytest.raises(DataError, match="calibrated.pt: calibrated"):
         _run([first, calibrated, "--output", str(tmp_path / "a.pt")])
 
-    # Another architecture (a pruned model has other channel counts).
+    # Another pruning run, another output stride, another set of layers: named, never averaged.
+    def variant(name, change):
+        ckpt = torch.load(second, map_location="cpu", weights_only=False)
+        ckpt["model_object"] = load_checkpoint_model(second)[0]
+        change(ckpt)
+        torch.save(ckpt, tmp_path / name)
+        return str(tmp_path / name)
+
+    other_pruning = variant("pruned.pt", lambda c: c.update(pruning={"ratio": 0.3}))
+    with pytest.raises(DataError, match="pruned.pt: another pruning run than .*last.pt"):
+        _run([other_pruning, second, "--output", str(tmp_path / "a.pt")])
+    stride32 = variant("stride32.pt", lambda c: to_output_stride_32(c["model_object"]))
+    with pytest.raises(DataError, match="stride32.pt: output stride 32, .*last.pt has 16"):
+        _run([stride32, second, "--output", str(tmp_path / "a.pt")])
+    extra = variant("extra.pt", lambda c: c["model_object"].add_module("extra", torch.nn.Conv2d(1, 1, 1)))
+    with pytest.raises(DataError, match="extra.pt: not the architecture of .*last.pt \\(parameters differ, e.g. extra"):
+        _run([extra, second, "--output", str(tmp_path / "a.pt")])
+
+    # Other channel counts (another pruning ratio).
     other = str(tmp_path / "other.pt")
     ckpt = torch.load(second, map_location="cpu", weights_only=False)
     pruned = load_checkpoint_model(second)[0]
@@ -134,3 +152,23 @@ def test_an_average_of_an_average_names_what_it_averaged(two_checkpoints, tmp_pa
     card_line = model_card._averaged_from(segmentation_export.checkpoint_summary(ckpt)["averaged_from"])
     assert card_line.startswith(f"`{os.path.realpath(inner)}` (itself the average of `{os.path.realpath(first)}` "
                                 "(best validation IoU ")
+
+
+def test_pruned_checkpoints_average_their_model_objects(two_checkpoints, tmp_path):
+    """A pruned model's checkpoint carries its module (model_object), which is what every script loads:
+    the average lands there, and its state dict copy ("model") says the same."""
+    paths = []
+    for i, path in enumerate(two_checkpoints):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt["model_object"], ckpt["pruning"] = load_checkpoint_model(path)[0], {"ratio": 0.3}
+        paths.append(str(tmp_path / f"pruned{i}.pt"))
+        torch.save(ckpt, paths[-1])
+    out = str(tmp_path / "averaged.pt")
+    _run([*paths, "--output", out])
+    ckpt = torch.load(out, map_location="cpu", weights_only=False)
+    a, b = (load_checkpoint_model(p)[0].state_dict() for p in paths)
+    for k, v in ckpt["model_object"].state_dict().items():
+        assert torch.equal(v, ckpt["model"][k]), k
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a[k] + b[k]) / 2, rtol=0, atol=1e-7, msg=k)
+    assert ckpt["pruning"] == {"ratio": 0.3}

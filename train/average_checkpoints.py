@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
-import sys
 
 from common import DataError, atomic_torch_save, resolve_path, run_script
-from model import load_checkpoint_model
+from model import load_checkpoint_model, output_stride
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +57,9 @@ def main(args: argparse.Namespace) -> dict:
     paths = [resolve_path(p) for p in args.checkpoints]
     if len(paths) < 2:
         raise DataError("give at least two checkpoints to average")
-    if len(set(paths)) != len(paths):
-        raise DataError("a checkpoint is given twice; weight it by training it, not by repeating it")
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice:
+        raise DataError(f"{twice}: given twice; weight a checkpoint by training it, not by repeating it")
     out = resolve_path(args.output)
     if out in paths:
         raise DataError(f"{out}: --output would overwrite one of the inputs")
@@ -72,6 +71,15 @@ def main(args: argparse.Namespace) -> dict:
                             "checkpoints (best.pt / last.pt), then calibrate the average")
         models.append(model)
         ckpts.append(ckpt)
+    # Same shapes are not enough: output strides 16 and 32 differ only in dilation, and two prune.py
+    # runs at one ratio can keep other channels. Successive fine-tunes keep the pruning record.
+    for path, model, ckpt in zip(paths[:-1], models[:-1], ckpts[:-1]):
+        if output_stride(model) != output_stride(models[-1]):
+            raise DataError(f"{path}: output stride {output_stride(model)}, {paths[-1]} has "
+                            f"{output_stride(models[-1])}; average checkpoints of one architecture")
+        if ckpt.get("pruning") != ckpts[-1].get("pruning"):
+            raise DataError(f"{path}: another pruning run than {paths[-1]} (their pruning records differ); "
+                            "average successive fine-tunes of one pruned model")
     averaged = average_state_dicts([m.state_dict() for m in models], paths)
     model, ckpt = models[-1], ckpts[-1]
     model.load_state_dict(averaged)
@@ -82,10 +90,12 @@ def main(args: argparse.Namespace) -> dict:
     if "model" in ckpt:
         ckpt["model"] = model.state_dict()
     # An input that is itself an average carries its last input's best_iou, not its own: name what it averaged.
-    ckpt["averaged_from"] = [{"checkpoint": p, "averaged_from": c["averaged_from"]} if c.get("averaged_from")
-                             else {"checkpoint": p, "best_val_iou": c.get("best_iou")} for p, c in zip(paths, ckpts)]
-    ckpt["average_command"] = shlex.join(["python", "train/average_checkpoints.py", *sys.argv[1:]])
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    ckpt["averaged_from"] = [
+        {"checkpoint": p, "averaged_from": c["averaged_from"], "average_command": c.get("average_command")}
+        if c.get("averaged_from") else {"checkpoint": p, "best_val_iou": c.get("best_iou")}
+        for p, c in zip(paths, ckpts)]
+    ckpt["average_command"] = shlex.join(["python", "train/average_checkpoints.py", *args.checkpoints,
+                                          "--output", args.output])
     atomic_torch_save(ckpt, out)
     logger.info("averaged %d checkpoints into %s; calibrate it (train/calibrate.py) before export", len(paths), out)
     return {"output": out, "checkpoints": paths}

@@ -187,7 +187,9 @@ def checkpoint_summary(ckpt: dict) -> dict:
             "source_checkpoint": ckpt.get("source_checkpoint"), "lr": args.get("lr"),
             "batch_size": args.get("batch_size"), "size": args.get("size"),
             "max_train_images": args.get("max_train_images"), "amp_dtype": args.get("amp_dtype"),
-            "pruning": ckpt["pruning"], "calibration": ckpt.get("calibration")}.items() if v is not None}
+            "pruning": ckpt["pruning"], "averaged_from": ckpt.get("averaged_from"),
+            "average_command": ckpt.get("average_command"), "calibration": ckpt.get("calibration")}.items()
+            if v is not None}
     history = ckpt.get("history") or []
     return {k: v for k, v in {
         "command": ckpt.get("command"), "hardware": ckpt.get("hardware"),
