@@ -60,6 +60,18 @@ def write_dataset(root, entries, images=None, split="train", other_annotated=Tru
     return str(root)
 
 
+def render_training_card(tmp_path, training) -> str:
+    """model_card.py's text for one segmentation file whose export recorded `training` (a
+    checkpoint_summary); the other fields are placeholders."""
+    import model_card
+
+    f = {"file": "p.onnx", "precision": "fp32", "size_bytes": 1, "opset": 13, "cpu_latency_ms": 1.0,
+         "latency_runs": 1, "sha256": "0" * 64, "gate": {"mask_iou": 1.0, "max_prob_diff": 0.0, "images": 1}}
+    (tmp_path / "p.json").write_text(json.dumps({"name": "p", "files": [f], "machine": "m", "onnxruntime": "x",
+                                                 "export_command": "c", "training": training}))
+    return model_card.render_model_card(str(tmp_path))
+
+
 def read_csv(path):
     """Rows of a metrics CSV, keys stripped (Ultralytics pads its column names)."""
     with open(path) as f:

@@ -1,14 +1,13 @@
 """average_checkpoints.py: the output holds the exact mean of its inputs' weights, works wherever a
 checkpoint does (calibrate, --weights, the model card), and bad input gets a clear error."""
 
-import json
 import os
 
 import average_checkpoints
 import calibrate
 import pytest
 import torch
-from conftest import SEG_OPTIONS
+from conftest import SEG_OPTIONS, render_training_card
 
 import model_card
 import segmentation_export
@@ -63,11 +62,7 @@ def test_average_calibrates_and_shows_in_the_model_card(two_checkpoints, tiny_da
                                                            "--quiet"]))
     summary = segmentation_export.checkpoint_summary(torch.load(calibrated, map_location="cpu", weights_only=False))
     assert len(summary["averaged_from"]) == 2 and "calibration" in summary
-    f = {"file": "p.onnx", "precision": "fp32", "size_bytes": 1, "opset": 13, "cpu_latency_ms": 1.0,
-         "latency_runs": 1, "sha256": "0" * 64, "gate": {"mask_iou": 1.0, "max_prob_diff": 0.0, "images": 1}}
-    (tmp_path / "p.json").write_text(json.dumps({"name": "p", "files": [f], "machine": "m", "onnxruntime": "x",
-                                                 "export_command": "c", "training": summary}))
-    card = model_card.render_model_card(str(tmp_path))
+    card = render_training_card(tmp_path, summary)
     assert f"- weights, the uniform average of: `{os.path.realpath(two_checkpoints[0])}` (best validation IoU" in card
     assert "- best validation IoU of that run (before averaging): " in card
     assert "- averaged with: `python train/average_checkpoints.py" in card

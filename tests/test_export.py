@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import make_dataset, render_training_card
 
 import export
 import model_card
@@ -371,11 +371,7 @@ def test_checkpoint_summary_describes_the_last_run_of_a_pruned_model():
 
 def test_model_card_prints_the_last_run(tmp_path):
     summary = segmentation_export.checkpoint_summary(fine_tuned_pruned_checkpoint())
-    f = {"file": "p.onnx", "precision": "fp32", "size_bytes": 1, "opset": 13, "cpu_latency_ms": 1.0,
-         "latency_runs": 1, "sha256": "0" * 64, "gate": {"mask_iou": 1.0, "max_prob_diff": 0.0, "images": 1}}
-    (tmp_path / "p.json").write_text(json.dumps({"name": "p", "files": [f], "machine": "m", "onnxruntime": "x",
-                                                 "export_command": "c", "training": summary}))
-    card = model_card.render_model_card(str(tmp_path))
+    card = render_training_card(tmp_path, summary)
     for line in ("- command: `python train/train.py --dice-weight 0`", "- best epoch: 2 (counting from 1)",
                  "- best validation IoU: 0.9500", "- Dice loss weight (0: cross-entropy only): 0.0",
                  "- pruned from: full.pt", "- starting weights: initialised from best.pt",

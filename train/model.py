@@ -7,7 +7,7 @@ dict, which keeps the export and Torch-Pruning simple.
 Two architecture options trade accuracy for speed (train.py --output-stride / --reduced-tail):
 - output stride 16 (torchvision's LR-ASPP): the backbone's last stage is dilated and runs at 1/16 of
   the input (40 x 30 at 640 x 480); it holds most of the costliest nodes of the deployed model in
-  WASM, about 30 % of its time (README, Browser speed). Output stride 32 strides that
+  WASM, about a third of its time (README, Browser speed). Output stride 32 strides that
   stage instead (20 x 15): the same weights at a quarter of the cost, so a trained model converts
   and fine-tunes (to_output_stride_32).
 - reduced_tail: torchvision's MobileNetV3 option that halves the last stage's channels; its shapes
