@@ -1,0 +1,75 @@
+"""Every `python train/<script>.py ...` command in the READMEs' shell blocks parses with that script's
+own argument parser: the documented recipes (several of them run only on a GPU machine, where no test
+reaches) cannot drift from the options the scripts take."""
+
+import contextlib
+import importlib
+import io
+import os
+import re
+import shlex
+
+import pytest
+from conftest import TRAIN_DIR
+
+REPO = os.path.realpath(os.path.join(TRAIN_DIR, ".."))
+DOCS = ["README.md", "train/README.md"]
+
+SCRIPT = re.compile(r"^(?:[A-Z_]+=\S+\s+)*python3? train/(\w+)\.py(.*)$")
+ASSIGNMENT = re.compile(r'^([A-Z_][A-Z0-9_]*)=(?:"(.*)"|(\S*))$')
+VARIABLE = re.compile(r"\$\{?(\w+)(?::-[^}]*)?\}?")
+
+
+def documented_commands(text: str) -> list[tuple[str, str, list[str]]]:
+    """(the command as written, script, argv) for each train/ script call in text's ```sh blocks.
+
+    Shell variables assigned in the same block (`C="--data-path ..."`) are expanded; others (a
+    function's `$1`) and `<placeholders>` become `1`, which any path or number option accepts."""
+    found = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        variables = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.split(r"\s#", line)[0].strip()
+            m = ASSIGNMENT.match(line)
+            if m:
+                variables[m.group(1)] = m.group(2) if m.group(2) is not None else m.group(3)
+                continue
+            for part in re.split(r"&&|;|\|", line):
+                m = SCRIPT.match(part.strip())
+                if not m:
+                    continue
+                args = re.sub(r"<[^>]*>", "1", m.group(2))
+                args = VARIABLE.sub(lambda v, known=variables: known.get(v.group(1), "1"), args)
+                found.append((part.strip(), m.group(1), shlex.split(args)))
+    return found
+
+
+COMMANDS = [pytest.param(script, argv, id=f"{doc}:{i}:{script}")
+            for doc in DOCS
+            for i, (_, script, argv) in enumerate(documented_commands(open(os.path.join(REPO, doc)).read()))]
+
+
+def test_the_docs_hold_the_recipes():
+    # A change to the block syntax that hid every command would pass the test below vacuously.
+    assert len(COMMANDS) > 100
+    scripts = {p.values[0] for p in COMMANDS}
+    assert {"train", "prune", "generate_dataset", "export", "calibrate", "train_corners"} <= scripts
+
+
+@pytest.mark.parametrize("script, argv", COMMANDS)
+def test_documented_command_parses(script, argv):
+    parser = importlib.import_module(script).get_args_parser()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"train/{script}.py {' '.join(argv)}: {err.getvalue().strip().splitlines()[-1]}")
+
+
+def test_expansion_of_a_block():
+    text = ("```sh\nC=\"--epochs 2 --lr 1e-4\"\n"
+            "python train/train.py $C --weights <a checkpoint> \\\n  --seed $1  # x\n```\n")
+    [(_, script, argv)] = documented_commands(text)
+    assert script == "train"
+    assert argv == ["--epochs", "2", "--lr", "1e-4", "--weights", "1", "--seed", "1"]
