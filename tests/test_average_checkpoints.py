@@ -4,11 +4,11 @@ checkpoint does (calibrate, --weights, the model card), and bad input gets a cle
 import os
 
 import average_checkpoints
-import calibrate
 import pytest
 import torch
 from conftest import SEG_OPTIONS, render_training_card
 
+import calibrate
 import model_card
 import segmentation_export
 import train
@@ -78,7 +78,7 @@ def test_average_cannot_be_resumed_but_can_be_fine_tuned_from(two_checkpoints, t
     assert os.path.isfile(os.path.join(result["output_dir"], "best.pt"))
 
 
-def test_bad_input_is_named(two_checkpoints, tiny_dataset, tmp_path):
+def test_bad_input_is_named(two_checkpoints, tmp_path):
     first, second = two_checkpoints
     with pytest.raises(DataError, match="at least two"):
         _run([first, "--output", str(tmp_path / "a.pt")])
@@ -88,13 +88,6 @@ def test_bad_input_is_named(two_checkpoints, tiny_dataset, tmp_path):
     torch.save(torch.load(second, map_location="cpu", weights_only=False), copy)
     with pytest.raises(DataError, match="copy.pt: --output would overwrite"):
         _run([first, copy, "--output", copy])
-
-    # A calibrated input: its card bias was moved, the average would blend the shift.
-    calibrated = str(tmp_path / "calibrated.pt")
-    calibrate.main(calibrate.get_args_parser().parse_args([second, "--data-path", tiny_dataset, "--output",
-                                                           calibrated, "--quiet"]))
-    with pytest.raises(DataError, match="calibrated.pt: calibrated"):
-        _run([first, calibrated, "--output", str(tmp_path / "a.pt")])
 
     # Another pruning run, another output stride, another set of layers: named, never averaged.
     def variant(name, change):
@@ -124,6 +117,38 @@ def test_bad_input_is_named(two_checkpoints, tiny_dataset, tmp_path):
     torch.save(ckpt, other)
     with pytest.raises(DataError, match=f"other.pt: not the architecture of .*last.pt \\({key} is"):
         _run([other, second, "--output", str(tmp_path / "a.pt")])
+
+
+def test_a_calibrated_input_is_averaged_as_it_was_before_calibration(two_checkpoints, tiny_dataset, tmp_path):
+    """calibrate.py moved one bias of a release; the average takes that offset back out first, so
+    averaging a release with its fine-tune gives the weights of averaging the uncalibrated pair."""
+    first, second = two_checkpoints
+    calibrated = str(tmp_path / "calibrated.pt")
+    calibrate.main(calibrate.get_args_parser().parse_args([second, "--data-path", tiny_dataset, "--output",
+                                                           calibrated, "--quiet"]))
+    # Whatever offset the tiny split chose, make it one that really moves the bias.
+    ckpt = torch.load(calibrated, map_location="cpu", weights_only=False)
+    model = load_checkpoint_model(second)[0]
+    with torch.no_grad():
+        calibrate.card_head(model).bias[calibrate.CARD_CLASS] += 0.37
+    ckpt["calibration"]["card_logit_offset"] = 0.37
+    ckpt["model_object"], ckpt["model"] = model, model.state_dict()
+    torch.save(ckpt, calibrated)
+
+    plain, mixed = str(tmp_path / "plain.pt"), str(tmp_path / "mixed.pt")
+    _run([first, second, "--output", plain])
+    _run([first, calibrated, "--output", mixed])
+    expected = load_checkpoint_model(plain)[0].state_dict()
+    model, ckpt = load_checkpoint_model(mixed)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=1e-6, msg=k)
+    assert "calibration" not in ckpt   # the output is uncalibrated: calibrate it like any fine-tune
+    assert ckpt["averaged_from"][1]["calibration_removed"] == 0.37
+    assert "calibration_removed" not in ckpt["averaged_from"][0]
+    card_line = model_card._averaged_from(segmentation_export.checkpoint_summary(ckpt)["averaged_from"])
+    assert card_line.endswith(f"`{os.path.realpath(calibrated)}` (best validation IoU "
+                              f"{ckpt['averaged_from'][1]['best_val_iou']:.4f}; averaged without its calibration "
+                              "offset +0.37)")
 
 
 def test_an_average_of_an_average_names_what_it_averaged(two_checkpoints, tmp_path):

@@ -4,12 +4,12 @@ shift of the logit difference, and bad input gets a clear error."""
 import json
 import os
 
-import calibrate
 import cv2
 import numpy as np
 import pytest
 import torch
 
+import calibrate
 import model_card
 import segmentation_export
 from common import CARD_CLASS, DataError

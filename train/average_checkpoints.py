@@ -10,10 +10,12 @@ architecture, the same operators). It only makes sense for checkpoints that shar
 an architecture: independently trained models average to noise. Choose the set on a validation
 split (calibrate.py --data-path), never on a test split.
 
-Inputs must be uncalibrated (train.py's best.pt or last.pt): calibrate.py's offset is a shift of
-one bias that the average would blend. The output is a checkpoint like the last input's (its
-training record, for the model card, plus `averaged_from`), without optimizer state: fine-tune from
-it with train.py --weights, it cannot be resumed.
+calibrate.py's offset is a shift of one bias that a plain average would blend, so a calibrated input
+(a release, calibrate.py's output) is averaged as it was before calibration: its recorded offset
+is taken out of its card bias first (and logged). The output is uncalibrated: calibrate it, as
+after any fine-tune. It is a checkpoint like the last input's (its training record, for the model
+card, plus `averaged_from`), without optimizer state: fine-tune from it with train.py --weights, it
+cannot be resumed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import logging
 import shlex
 
+from calibrate import remove_calibration
 from common import DataError, atomic_torch_save, resolve_path, run_script
 from model import load_checkpoint_model, output_stride
 
@@ -63,12 +66,12 @@ def main(args: argparse.Namespace) -> dict:
     out = resolve_path(args.output)
     if out in paths:
         raise DataError(f"{out}: --output would overwrite one of the inputs")
-    models, ckpts = [], []
+    models, ckpts, offsets = [], [], []
     for path in paths:
         model, ckpt = load_checkpoint_model(path)
-        if ckpt.get("calibration"):
-            raise DataError(f"{path}: calibrated (calibrate.py moved its card bias); average the uncalibrated "
-                            "checkpoints (best.pt / last.pt), then calibrate the average")
+        offsets.append(remove_calibration(model, ckpt))
+        if offsets[-1]:
+            logger.info("%s: calibrated; averaged without its card logit offset %+.2f", path, offsets[-1])
         models.append(model)
         ckpts.append(ckpt)
     # Same shapes are not enough: output strides 16 and 32 differ only in dilation, and two prune.py
@@ -91,9 +94,10 @@ def main(args: argparse.Namespace) -> dict:
         ckpt["model"] = model.state_dict()
     # An input that is itself an average carries its last input's best_iou, not its own: name what it averaged.
     ckpt["averaged_from"] = [
-        {"checkpoint": p, "averaged_from": c["averaged_from"], "average_command": c.get("average_command")}
-        if c.get("averaged_from") else {"checkpoint": p, "best_val_iou": c.get("best_iou")}
-        for p, c in zip(paths, ckpts)]
+        ({"checkpoint": p, "averaged_from": c["averaged_from"], "average_command": c.get("average_command")}
+         if c.get("averaged_from") else {"checkpoint": p, "best_val_iou": c.get("best_iou")})
+        | ({"calibration_removed": off} if off else {})
+        for p, c, off in zip(paths, ckpts, offsets)]
     ckpt["average_command"] = shlex.join(["python", "train/average_checkpoints.py", *args.checkpoints,
                                           "--output", args.output])
     atomic_torch_save(ckpt, out)
@@ -104,8 +108,8 @@ def main(args: argparse.Namespace) -> dict:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Uniform average of the weights of segmentation checkpoints that share "
                                 "an architecture and an ancestor (successive fine-tunes)", add_help=add_help)
-    p.add_argument("checkpoints", nargs="+", help="uncalibrated train.py checkpoints; the output keeps the last "
-                   "one's training record")
+    p.add_argument("checkpoints", nargs="+", help="train.py checkpoints (calibrated ones are averaged without "
+                   "their offset); the output keeps the last one's training record")
     p.add_argument("--output", required=True, help="the averaged checkpoint (.pt)")
     return p
 

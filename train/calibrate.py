@@ -109,6 +109,18 @@ def calibrate(model, samples, device: str, max_offset: float = DEFAULT_MAX_OFFSE
             "card_pixels": int(card.sum()), "background_pixels": int(background.sum())}
 
 
+def remove_calibration(model, ckpt: dict) -> float:
+    """The inverse of calibrate(): takes a calibrated checkpoint's recorded offset back out of `model`'s
+    card bias in place and drops the record from `ckpt`; returns the offset (0.0 when uncalibrated)."""
+    record = ckpt.pop("calibration", None)
+    if not record:
+        return 0.0
+    offset = record["card_logit_offset"]
+    with torch.no_grad():
+        card_head(model).bias[CARD_CLASS] -= offset
+    return offset
+
+
 def main(args: argparse.Namespace) -> dict:
     path = resolve_path(args.checkpoint)
     if args.max_offset <= 0 or args.step <= 0 or args.step > args.max_offset:

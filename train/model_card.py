@@ -409,10 +409,14 @@ def _comparison(meta: dict) -> list[str]:
 def _averaged_from(entries: list[dict]) -> str:
     """average_checkpoints.py's inputs: each with its run's best validation IoU, or what it averaged."""
     def one(a):
+        notes = []
         if a.get("averaged_from"):
-            return f"`{a['checkpoint']}` (itself the average of {_averaged_from(a['averaged_from'])})"
-        iou = a.get("best_val_iou")
-        return f"`{a['checkpoint']}`" + (f" (best validation IoU {iou:.4f})" if iou is not None else "")
+            notes.append(f"itself the average of {_averaged_from(a['averaged_from'])}")
+        elif a.get("best_val_iou") is not None:
+            notes.append(f"best validation IoU {a['best_val_iou']:.4f}")
+        if a.get("calibration_removed"):   # a calibrated input, averaged without its offset
+            notes.append(f"averaged without its calibration offset {a['calibration_removed']:+.2f}")
+        return f"`{a['checkpoint']}`" + (f" ({'; '.join(notes)})" if notes else "")
     return ", ".join(one(a) for a in entries)
 
 
