@@ -145,6 +145,9 @@ def test_a_calibrated_input_is_averaged_as_it_was_before_calibration(two_checkpo
     assert "calibration" not in ckpt   # the output is uncalibrated: calibrate it like any fine-tune
     assert ckpt["averaged_from"][1]["calibration_removed"] == 0.37
     assert "calibration_removed" not in ckpt["averaged_from"][0]
+    # The calibrated copy of a checkpoint is that checkpoint: averaging the two would count it twice.
+    with pytest.raises(DataError, match="calibrated.pt: the same weights as .*last.pt"):
+        _run([second, calibrated, "--output", str(tmp_path / "twice.pt")])
     card_line = model_card._averaged_from(segmentation_export.checkpoint_summary(ckpt)["averaged_from"])
     assert card_line.endswith(f"`{os.path.realpath(calibrated)}` (best validation IoU "
                               f"{ckpt['averaged_from'][1]['best_val_iou']:.4f}; averaged without its calibration "

@@ -21,8 +21,11 @@ cannot be resumed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import shlex
+
+import torch
 
 from calibrate import remove_calibration
 from common import DataError, atomic_torch_save, resolve_path, run_script
@@ -56,6 +59,14 @@ def average_state_dicts(state_dicts: list[dict], names: list[str]) -> dict:
     return out
 
 
+def same_weights(a: dict, b: dict) -> bool:
+    """Equal state dicts, up to the float32 rounding that calibrating and un-calibrating leave
+    (bias + offset - offset); two checkpoints of different training steps are never this close."""
+    return a.keys() == b.keys() and all(
+        v.shape == b[k].shape and torch.allclose(v.double(), b[k].double(), rtol=0, atol=1e-6)
+        for k, v in a.items())
+
+
 def main(args: argparse.Namespace) -> dict:
     paths = [resolve_path(p) for p in args.checkpoints]
     if len(paths) < 2:
@@ -83,7 +94,14 @@ def main(args: argparse.Namespace) -> dict:
         if ckpt.get("pruning") != ckpts[-1].get("pruning"):
             raise DataError(f"{path}: another pruning run than {paths[-1]} (their pruning records differ); "
                             "average successive fine-tunes of one pruned model")
-    averaged = average_state_dicts([m.state_dict() for m in models], paths)
+    states = [m.state_dict() for m in models]
+    # Paths differ but weights may not: a release and the best.pt it was calibrated from are one
+    # checkpoint once the offset is out, and counting it twice would weight it without saying so.
+    for i, j in itertools.combinations(range(len(paths)), 2):
+        if same_weights(states[i], states[j]):
+            raise DataError(f"{paths[j]}: the same weights as {paths[i]} (calibration aside); "
+                            "weight a checkpoint by training it, not by repeating it")
+    averaged = average_state_dicts(states, paths)
     model, ckpt = models[-1], ckpts[-1]
     model.load_state_dict(averaged)
     for k in RUN_STATE_KEYS:
