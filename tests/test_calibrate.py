@@ -12,7 +12,8 @@ import torch
 import calibrate
 import model_card
 import segmentation_export
-from common import CARD_CLASS, DataError
+import train
+from common import CARD_CLASS, RUN_STATE_KEYS, DataError
 from dataset import find_samples, load_sample
 from evaluate import evaluate_model
 from model import load_checkpoint_model
@@ -131,6 +132,10 @@ def test_a_trained_checkpoint_keeps_its_training_record(trained, tiny_dataset, t
     assert saved["calibration"]["validation"] and result["images"] == 12
     assert saved["history"] == source["history"] and saved["args"] == source["args"]
     assert saved["calibration"]["card_logit_offset"] == result["offset"]
+    # A release, not a run to resume: the optimizer state goes, and --resume says what to do instead.
+    assert set(RUN_STATE_KEYS) <= set(source) and not set(RUN_STATE_KEYS) & set(saved)
+    with pytest.raises(DataError, match="calibrated.pt: no optimizer and schedule state to resume.*--weights"):
+        train.main(train.get_args_parser().parse_args(["--data-path", tiny_dataset, "--resume", out]))
     state, old = saved["model"], source["model"]
     assert torch.allclose(state[bias] - old[bias], torch.tensor([0.0, result["offset"]])[[1 - CARD_CLASS, CARD_CLASS]])
     assert all(torch.equal(state[k], old[k]) for k in old if k != bias)

@@ -28,13 +28,10 @@ import shlex
 import torch
 
 from calibrate import remove_calibration
-from common import DataError, atomic_torch_save, resolve_path, run_script
+from common import RUN_STATE_KEYS, DataError, atomic_torch_save, resolve_path, run_script
 from model import load_checkpoint_model, output_stride
 
 logger = logging.getLogger(__name__)
-
-# Training state that belongs to one run's optimizer and schedule, meaningless for an average.
-RUN_STATE_KEYS = ("optimizer", "lr_scheduler", "scaler")
 
 
 def average_state_dicts(state_dicts: list[dict], names: list[str]) -> dict:

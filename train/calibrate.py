@@ -20,7 +20,8 @@ The offset is the one with the highest pooled card IoU (evaluate.py's metric) on
 one pass over it: counts of card and background pixels per logit-difference bin, from which
 every candidate offset's IoU is exact. By default the split is the one that chose the checkpoint
 (its train.py --data-path and --val-split); never calibrate on a test split, and calibrate again
-after any fine-tune (training learns the bias anew).
+after any fine-tune (training learns the bias anew). The output keeps the training record but not
+the optimizer state: fine-tune from it with train.py --weights; resume the run from its last.pt.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from common import (
     CARD_CLASS,
     DEFAULT_DATASET,
     MASK_THRESHOLD,
+    RUN_STATE_KEYS,
     DataError,
     atomic_torch_save,
     resolve_path,
@@ -155,6 +157,8 @@ def main(args: argparse.Namespace) -> dict:
         ckpt["model_object"] = model
     if "model" in ckpt:
         ckpt["model"] = model.state_dict()
+    for k in RUN_STATE_KEYS:   # a release, not a run to resume: about two thirds of a best.pt's size
+        ckpt.pop(k, None)
     out = resolve_path(args.output) if args.output else os.path.splitext(path)[0] + "_calibrated.pt"
     atomic_torch_save(ckpt, out)
     if not validation:

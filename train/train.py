@@ -318,9 +318,9 @@ def main(args: argparse.Namespace) -> dict:
     if args.resume or args.weights:
         model, source = load_checkpoint_model(resolve_path(args.resume or args.weights))
         if args.resume and not (source.get("optimizer") and source.get("lr_scheduler")):
-            # Shipped (train/checkpoints) and averaged checkpoints keep the weights only.
-            raise DataError(f"{args.resume}: no optimizer and schedule state to resume (a shipped or averaged "
-                            "checkpoint); start a new run from it with --weights")
+            # Shipped (train/checkpoints), calibrated and averaged checkpoints keep the weights only.
+            raise DataError(f"{args.resume}: no optimizer and schedule state to resume (a shipped, calibrated or "
+                            "averaged checkpoint); start a new run from it with --weights")
         pruned = source.get("model_object") is not None
         # A pruned model keeps its pruning record through fine-tuning: the model card reads it.
         lineage = {k: source.get(k) for k in ("pruning", "source_checkpoint")} if pruned else {}
