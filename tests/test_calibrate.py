@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import SEG_OPTIONS
 
 import calibrate
 import model_card
@@ -135,7 +136,7 @@ def test_a_trained_checkpoint_keeps_its_training_record(trained, tiny_dataset, t
     # A release, not a run to resume: the optimizer state goes, and --resume says what to do instead.
     assert set(RUN_STATE_KEYS) <= set(source) and not set(RUN_STATE_KEYS) & set(saved)
     with pytest.raises(DataError, match="calibrated.pt: no optimizer and schedule state to resume.*--weights"):
-        train.main(train.get_args_parser().parse_args(["--data-path", tiny_dataset, "--resume", out]))
+        train.main(train.get_args_parser().parse_args(["--data-path", tiny_dataset, "--resume", out, *SEG_OPTIONS]))
     state, old = saved["model"], source["model"]
     assert torch.allclose(state[bias] - old[bias], torch.tensor([0.0, result["offset"]])[[1 - CARD_CLASS, CARD_CLASS]])
     assert all(torch.equal(state[k], old[k]) for k in old if k != bias)

@@ -54,9 +54,10 @@ repository root). A summary, not legal advice:
   glare, low light; see `train/README.md`), then pruned and fine-tuned again, the deployed one
   on more v2 and hard-preset images and card-free frames, then on new-seed v1, v2 and hard-preset
   images with a larger v1 share, last with cross-entropy only (`--dice-weight 0`) on more new seeds,
-  validated on 1200 images, with the weights of its last rounds averaged
-  (`train/average_checkpoints.py`); then each one's card boundary was calibrated on its last run's
-  validation split (`train/calibrate.py`); the commands are under each model.
+  validated on 1200 images, with the weights of successive rounds averaged
+  (`train/average_checkpoints.py`) and a last round from that average; then each one's card
+  boundary was calibrated on its last run's validation split (`train/calibrate.py`); the commands
+  are under each model.
   The corner detector, trained on v1 images on a GPU, was fine-tuned on the CPU for 2 epochs on
   v2, hard and v1 images with the same photos, a third of them card-free frames; its refiner was
   fine-tuned on the same card images and 8000 more v2 and hard ones (visibility, the card's
