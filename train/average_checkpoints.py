@@ -28,8 +28,8 @@ import shlex
 import torch
 
 from calibrate import remove_calibration
-from common import RUN_STATE_KEYS, DataError, atomic_torch_save, resolve_path, run_script
-from model import load_checkpoint_model, output_stride
+from common import DataError, atomic_torch_save, resolve_path, run_script
+from model import load_checkpoint_model, output_stride, store_release
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +101,7 @@ def main(args: argparse.Namespace) -> dict:
     averaged = average_state_dicts(states, paths)
     model, ckpt = models[-1], ckpts[-1]
     model.load_state_dict(averaged)
-    for k in RUN_STATE_KEYS:
-        ckpt.pop(k, None)
-    if ckpt.get("model_object") is not None:
-        ckpt["model_object"] = model
-    if "model" in ckpt:
-        ckpt["model"] = model.state_dict()
+    store_release(ckpt, model)
     # An input that is itself an average carries its last input's best_iou, not its own: name what it averaged.
     ckpt["averaged_from"] = [
         ({"checkpoint": p, "averaged_from": c["averaged_from"], "average_command": c.get("average_command")}

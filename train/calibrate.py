@@ -38,7 +38,6 @@ from common import (
     CARD_CLASS,
     DEFAULT_DATASET,
     MASK_THRESHOLD,
-    RUN_STATE_KEYS,
     DataError,
     atomic_torch_save,
     resolve_path,
@@ -46,7 +45,7 @@ from common import (
     select_device,
 )
 from dataset import find_samples, load_sample
-from model import image_tensor, load_checkpoint_model
+from model import image_tensor, load_checkpoint_model, store_release
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +152,7 @@ def main(args: argparse.Namespace) -> dict:
         "iou_before": previous["iou_before"] if same_split else result["iou_before"],
         "trained_probability_threshold": 1 / (1 + math.exp(total)),
     }
-    if ckpt.get("model_object") is not None:
-        ckpt["model_object"] = model
-    if "model" in ckpt:
-        ckpt["model"] = model.state_dict()
-    for k in RUN_STATE_KEYS:   # a release, not a run to resume: about two thirds of a best.pt's size
-        ckpt.pop(k, None)
+    store_release(ckpt, model)   # without the optimizer state: about two thirds of a best.pt's size
     out = resolve_path(args.output) if args.output else os.path.splitext(path)[0] + "_calibrated.pt"
     atomic_torch_save(ckpt, out)
     if not validation:

@@ -41,8 +41,9 @@ MASK_THRESHOLD = 0.5
 NO_CARD_SCORE = 0.25
 
 # Checkpoint entries that belong to one run's optimizer and schedule. Averaged and calibrated
-# checkpoints drop them: neither is a run to resume (train.py --resume refuses them; fine-tune
-# from them with --weights), and a resumed run would relearn the calibrated bias.
+# checkpoints drop them (model.store_release): neither is a run to resume (train.py --resume
+# refuses them; fine-tune from them with --weights), and a resumed run would relearn the
+# calibrated bias.
 RUN_STATE_KEYS = ("optimizer", "lr_scheduler", "scaler")
 
 SPLITS = ("train", "test")

@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
-from common import IMAGENET_MEAN, IMAGENET_STD
+from common import IMAGENET_MEAN, IMAGENET_STD, RUN_STATE_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +171,16 @@ def load_checkpoint_model(path: str, map_location: str = "cpu") -> tuple[nn.Modu
         model = build_model(pretrained_backbone=False, output_stride=stride, reduced_tail=reduced_tail)
         model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
+
+
+def store_release(ckpt: dict, model: nn.Module) -> dict:
+    """Put `model` back into its checkpoint `ckpt` (in place, in whichever forms it carries the weights)
+    without the run's optimizer state: a checkpoint to export or fine-tune from (--weights), not to
+    resume. calibrate.py and average_checkpoints.py write their outputs this way."""
+    for k in RUN_STATE_KEYS:
+        ckpt.pop(k, None)
+    if ckpt.get("model_object") is not None:
+        ckpt["model_object"] = model
+    if "model" in ckpt:
+        ckpt["model"] = model.state_dict()
+    return ckpt
