@@ -158,7 +158,8 @@ def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_p
     base = meta["baseline"]
     assert base["sha256"] == sha256(baseline) and set(base["extra_metrics"]) == {"test", "again"}
     from evaluate import evaluate_model
-    assert base["extra_metrics"]["again"]["iou"] == round(evaluate_model(baseline, str(eval_set), quiet=True)["iou"], 5)
+    again = evaluate_model(baseline, str(eval_set), quiet=True)["iou"]
+    assert base["extra_metrics"]["again"]["iou"] == round(again, export.METRIC_DIGITS)
     card = (out / "README.md").read_text()
     assert "| again (3 images) |" in card and "- again: the same three images" in card
     with pytest.raises(DataError, match="expected NAME=DIR"):
@@ -366,7 +367,23 @@ def test_checkpoint_summary_describes_the_last_run_of_a_pruned_model():
     assert summary["command"] == "python train/train.py --dice-weight 0" and summary["epochs_run"] == 2
     assert summary["train_time_min"] == 21.0 and summary["best_val_iou"] == 0.95 and summary["val_images"] == 1200
     assert summary["dice_weight"] == 0.0 and summary["pruning"] == PRUNING and summary["source_checkpoint"] == "full.pt"
-    assert "max_train_images" not in summary
+    assert "max_train_images" not in summary and "epochs_planned" not in summary
+
+
+def test_model_card_says_a_best_checkpoint_stopped_before_the_run_did(tmp_path):
+    """A best.pt written at the first of two epochs carries one epoch of history: the card says the run
+    planned two, and that the training time is that of the epochs in the checkpoint."""
+    ckpt = fine_tuned_pruned_checkpoint() | {"history": [{"epoch_s": 600}], "best_epoch": 0}
+    ckpt["args"] = ckpt["args"] | {"epochs": 2}
+    summary = segmentation_export.checkpoint_summary(ckpt)
+    assert summary["epochs_run"] == 1 and summary["epochs_planned"] == 2
+    card = render_training_card(tmp_path, summary)
+    assert "- epochs run: 1 of 2 planned (the checkpoint's history ends at its epoch)" in card
+    assert "- training time of those epochs (min): 10.0" in card
+    ckpt["history"] = [{"epoch_s": 600}, {"epoch_s": 660}]   # the run's last epoch: nothing to add
+    summary = segmentation_export.checkpoint_summary(ckpt)
+    assert "epochs_planned" not in summary
+    assert "- epochs run: 2\n" in render_training_card(tmp_path, summary)
 
 
 def test_model_card_prints_the_last_run(tmp_path):

@@ -21,6 +21,7 @@ MISSING_INPUT = {
     "generate_dataset": ["--output", "{tmp}/out", "--photos", "{missing}", "--num-train", "1", "--num-test", "0"],
     "train": ["--data-path", "{missing}", "--output-dir", "{tmp}/out", "--device", "cpu", "--threads", "2"],
     "evaluate": ["{missing}", "--data-path", "{tmp}"],
+    "compare": ["{missing}", "{missing}", "--data", "test={tmp}"],
     "calibrate": ["{missing}", "--data-path", "{tmp}"],
     "export": ["{missing}", "--data-path", "{tmp}", "--output-dir", "{tmp}/out"],
     "prune": ["{missing}", "--data-path", "{tmp}", "--output-dir", "{tmp}/out", "--device", "cpu", "--threads", "2"],

@@ -469,7 +469,12 @@ def _section(meta: dict, export_dir: str = EXPORT_DIR) -> str:
                     label = "starting weights"   # a fine-tune: "initialised from <checkpoint>"
                 if k in ("best_epoch", "best_val_iou") and "averaged_from" in t:
                     label += " of that run (before averaging)"
-                lines.append(f"- {label}: {shown.get(k, str)(t[k])}")
+                value = shown.get(k, str)(t[k])
+                if k == "epochs_run" and "epochs_planned" in t:
+                    value += f" of {t['epochs_planned']} planned (the checkpoint's history ends at its epoch)"
+                if k == "train_time_min" and "epochs_planned" in t:
+                    label = "training time of those epochs (min)"
+                lines.append(f"- {label}: {value}")
         c = t.get("calibration")
         if c:
             split = f"{c['split']} split" + (", the run's validation" if c.get("validation") else "")

@@ -191,10 +191,14 @@ def checkpoint_summary(ckpt: dict) -> dict:
             "average_command": ckpt.get("average_command"), "calibration": ckpt.get("calibration")}.items()
             if v is not None}
     history = ckpt.get("history") or []
+    # A best.pt carries the history up to its own epoch; the epochs asked for tell the reader whether
+    # the run went on (or stopped early) after it.
+    planned = args.get("epochs") if isinstance(args.get("epochs"), int) and args["epochs"] > len(history) else None
     return {k: v for k, v in {
         "command": ckpt.get("command"), "hardware": ckpt.get("hardware"),
         "train_images": ckpt.get("train_images"), "val_images": ckpt.get("val_images"),
-        "epochs_run": len(history), "best_epoch": ckpt.get("best_epoch"), "best_val_iou": ckpt.get("best_iou"),
+        "epochs_run": len(history), "epochs_planned": planned, "best_epoch": ckpt.get("best_epoch"),
+        "best_val_iou": ckpt.get("best_iou"),
         "train_time_min": round(sum(r.get("epoch_s", 0) for r in history) / 60, 1) if history else None,
         "lr": args.get("lr"), "batch_size": args.get("batch_size"), "size": args.get("size"),
         "low_res_epochs": args.get("low_res_epochs"), "pretrained_backbone": ckpt.get("pretrained_backbone"),
