@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from common import DEFAULT_DATASET, DataError, parse_named_path, resolve_path, run_script
 from dataset import find_samples, load_sample
-from evaluate import THRESHOLD, load_predictor
+from evaluate import card_overlap, load_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +32,16 @@ CONFIDENCE = 0.95
 BOOTSTRAP_CHUNK = 1 << 20   # resampled images held at once (16 MB of counts per model)
 
 
-def pixel_counts(model_paths: list[str], data_path: str, split: str = "test", limit: int = 0,
-                 device: str = "cpu", quiet: bool = False) -> np.ndarray:
+def pixel_counts(model_paths: list[str], samples: list[tuple[str, str]], device: str = "cpu", quiet: bool = False,
+                 desc: str = "compare") -> np.ndarray:
     """(models, images, 2) int64: each model's card intersection and union with the truth, in pixels,
-    per image of the split (each image read once for all models)."""
-    samples = find_samples(data_path, split)
-    if limit:
-        samples = samples[:limit]
+    per (image, mask) sample (each image read once for all models)."""
     predictors = [load_predictor(p, device) for p in model_paths]
     counts = np.zeros((len(model_paths), len(samples), 2), dtype=np.int64)
-    for i, (img_path, mask_path) in enumerate(tqdm(samples, desc=os.path.basename(data_path), unit="img",
-                                                    disable=quiet)):
+    for i, (img_path, mask_path) in enumerate(tqdm(samples, desc=desc, unit="img", disable=quiet)):
         image, truth = load_sample(img_path, mask_path)
         for m, predict in enumerate(predictors):
-            pred = (predict(image) >= THRESHOLD).astype(np.uint8)
-            counts[m, i] = (pred & truth).sum(), (pred | truth).sum()
+            counts[m, i] = card_overlap(predict(image), truth)[1:]
     return counts
 
 
@@ -91,11 +86,11 @@ def main(args: argparse.Namespace) -> dict:
     splits = [parse_named_path(v, "--data") for v in args.data] or [("test", resolve_path(DEFAULT_DATASET))]
     if len({name for name, _ in splits}) != len(splits):
         raise DataError(f"--data names must differ: {', '.join(name for name, _ in splits)}")
-    for _, path in splits:   # every folder checked before minutes of scoring
-        find_samples(path, args.split)
+    # Every folder listed (and checked) before minutes of scoring.
+    samples = {name: find_samples(path, args.split)[:args.limit or None] for name, path in splits}
     results = {}
     for name, path in splits:
-        counts = pixel_counts(models, path, args.split, args.limit, args.device, args.quiet)
+        counts = pixel_counts(models, samples[name], args.device, args.quiet, desc=name)
         results[name] = {"data_path": path, **paired_bootstrap(counts[0], counts[1], args.rounds, args.seed)}
         r = results[name]
         logger.info("%s: %d images, %.4f - %.4f = %+.5f (%d %% interval %+.5f .. %+.5f)", name, r["images"],

@@ -59,6 +59,13 @@ def load_predictor(path: str, device: str = "cpu", threads: int = 0) -> Callable
     return run_torch
 
 
+def card_overlap(prob: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(640, 480) probability and 0/1 truth -> the 0/1 prediction, and its intersection and union with
+    the truth in pixels (a card-free frame predicted card-free: 0 and 0)."""
+    pred = (prob >= THRESHOLD).astype(np.uint8)
+    return pred, int((pred & truth).sum()), int((pred | truth).sum())
+
+
 def overlay(image: np.ndarray, prob: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """RGB image with the prediction in translucent light blue and the truth outline in green."""
     out = image.copy()
@@ -90,9 +97,8 @@ def evaluate_model(model_path: str, data_path: str, split: str = "test", limit: 
         t0 = time.perf_counter()
         prob = predict(image)
         elapsed += time.perf_counter() - t0
-        pred = (prob >= THRESHOLD).astype(np.uint8)
+        pred, inter, union = card_overlap(prob, truth)
         confmat.update(torch.from_numpy(truth), torch.from_numpy(pred))
-        inter, union = int((pred & truth).sum()), int((pred | truth).sum())
         iou = inter / union if union else 1.0
         per_image_iou.append(iou)
         entry = (union - inter, -i)
