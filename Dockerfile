@@ -20,7 +20,8 @@ COPY --chown=user demo/assets ./demo/assets
 COPY --chown=user --from=ort /demo/node_modules/onnxruntime-web/dist ./demo/node_modules/onnxruntime-web/dist
 # The app's models only (demo/js/models.json; tests/test_demo_server.py checks the two agree).
 COPY --chown=user train/exported_models/card_segmentation.onnx train/exported_models/card_segmentation_fp32.onnx \
-     train/exported_models/card_corners.onnx train/exported_models/card_corners_fp32.onnx ./train/exported_models/
+     train/exported_models/card_corners.onnx train/exported_models/card_corners_fp32.onnx \
+     train/exported_models/card_corners_refiner.onnx ./train/exported_models/
 USER user
 ENV PORT=7860
 EXPOSE 7860

@@ -27,7 +27,7 @@ Tables printed (Markdown, for the README):
    meanwhile (requestAnimationFrame: how smooth the page stays).
 
 Needs Chromium (apt-get install chromium) and Playwright for Python (requirements-dev.txt); the
-fake camera comes from tests/fake_camera.py (the training stack's synthetic card renderer).
+fake camera comes from train/synthetic/fake_camera.py (the generator's card renderer).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def model_paths(args: argparse.Namespace, folder: str) -> dict[str, str]:
 
 def file_facts(paths: dict[str, str], iou_data: list[tuple[str, str]], limit: int) -> dict:
     """Size, hash, Conv MACs and (segmentation files) IoU on each test split of every file."""
-    from evaluate import evaluate_model
+    from segmentation.evaluation import evaluate_model
 
     facts = {}
     for name, path in paths.items():
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
     from playwright.sync_api import sync_playwright
 
     sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "train")]
-    from fake_camera import make_camera_file
+    from synthetic.fake_camera import make_camera_file
 
     out = {"files": {}, "models": [], "native": [], "profiles": {}, "schedules": {}, "app": {},
            "machine": machine_description(), "wasm_reference": WASM_REFERENCE, "native_reference": NATIVE_REFERENCE}

@@ -27,7 +27,8 @@ CARD = np.array([[100.0, 120.0], [380.0, 130.0], [370.0, 500.0], [110.0, 490.0]]
 
 def make_dataset(path, num_train, num_test, seed=0, workers=2, backgrounds=None, preset=None, extra=()):
     """generate_dataset.py into path: the default preset, or v1 with --backgrounds (its option);
-    `extra`: further options, e.g. ["--photos", DIR].
+    `extra`: further options, e.g. ["--photos", DIR]. One card per frame (--multi-card 0) unless
+    `extra` asks for several: the tests' counts of images and cards rely on it.
 
     With several workers it runs as its own process, as users run it: its pool forks, and forking
     this test process, whose torch, onnxruntime and Ultralytics (polars) threads are alive, can
@@ -35,7 +36,8 @@ def make_dataset(path, num_train, num_test, seed=0, workers=2, backgrounds=None,
     preset = preset or ("v1" if backgrounds else None)
     argv = (["--output", str(path), "--num-train", str(num_train), "--num-test", str(num_test), "--seed", str(seed),
              "--workers", str(workers), "--quiet"] + (["--backgrounds", str(backgrounds)] if backgrounds else [])
-            + (["--preset", preset] if preset else []) + list(extra))
+            + (["--preset", preset] if preset else []) + list(extra)
+            + ([] if "--multi-card" in extra else ["--multi-card", "0"]))
     if workers > 1:
         subprocess.run([sys.executable, os.path.join(TRAIN_DIR, "generate_dataset.py"), *argv], check=True,
                        timeout=600)

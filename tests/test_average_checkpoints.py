@@ -3,17 +3,18 @@ checkpoint does (calibrate, --weights, the model card), and bad input gets a cle
 
 import os
 
-import average_checkpoints
 import pytest
 import torch
-from conftest import SEG_OPTIONS, render_training_card
 
+import average_checkpoints
 import calibrate
 import model_card
-import segmentation_export
 import train
-from common import DataError
-from model import load_checkpoint_model, to_output_stride_32
+from common import CARD_CLASS, DataError
+from conftest import SEG_OPTIONS, render_training_card
+from segmentation import calibration
+from segmentation import export as segmentation_export
+from segmentation.model import load_checkpoint_model, to_output_stride_32
 
 
 def _run(argv):
@@ -130,7 +131,7 @@ def test_a_calibrated_input_is_averaged_as_it_was_before_calibration(two_checkpo
     ckpt = torch.load(calibrated, map_location="cpu", weights_only=False)
     model = load_checkpoint_model(second)[0]
     with torch.no_grad():
-        calibrate.card_head(model).bias[calibrate.CARD_CLASS] += 0.37
+        calibration.card_head(model).bias[CARD_CLASS] += 0.37
     ckpt["calibration"]["card_logit_offset"] = 0.37
     ckpt["model_object"], ckpt["model"] = model, model.state_dict()
     torch.save(ckpt, calibrated)

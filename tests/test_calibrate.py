@@ -8,16 +8,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SEG_OPTIONS
 
 import calibrate
 import model_card
-import segmentation_export
 import train
 from common import CARD_CLASS, RUN_STATE_KEYS, DataError
-from dataset import find_samples, load_sample
-from evaluate import evaluate_model
-from model import load_checkpoint_model
+from conftest import SEG_OPTIONS
+from segmentation import calibration
+from segmentation import export as segmentation_export
+from segmentation.dataset import find_samples, load_sample
+from segmentation.evaluation import evaluate_model
+from segmentation.model import load_checkpoint_model
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def test_iou_per_offset_counts_pixels_at_or_above_each_edge():
     bins = torch.bucketize(d, edges, right=True)
     card = torch.bincount(bins[truth], minlength=4)
     background = torch.bincount(bins[~truth], minlength=4)
-    iou = calibrate.iou_per_offset(card, background)
+    iou = calibration.iou_per_offset(card, background)
     for j, edge in enumerate(edges):
         pred = d >= edge
         expected = (pred & truth).sum() / (pred | truth).sum()

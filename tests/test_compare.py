@@ -3,14 +3,14 @@ pooled IoU difference."""
 
 import json
 
-import compare
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import compare
 from common import DataError
-from evaluate import evaluate_model
+from segmentation.evaluation import evaluate_model
 
 
 def constant_model(path, probability):

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CARD, write_dataset
 
+from conftest import CARD, write_dataset
 from corners import augment as pose_augment
 from corners.data import build_pose_dataset, canonical_order
 
@@ -158,7 +158,7 @@ def _one_sample_dataset(tmp_path, corners, transform):
     hyp = get_cfg(overrides=dict(imgsz=640, task="pose", **train_corners.ULTRALYTICS_AUGMENTATION))
     return CornerPoseDataset(img_path=data["train"], imgsz=640, batch_size=1, augment=True, hyp=hyp, rect=False,
                              stride=32, pad=0.0, task="pose", data=data, corner_transform=transform,
-                             true_corners={n: canonical_order(c) for n, c in [("a.jpg", corners)]})
+                             true_corners={n: canonical_order(c)[None] for n, c in [("a.jpg", corners)]})
 
 
 def test_out_of_frame_corners_are_augmented_from_the_annotation_not_the_clipped_label(tmp_path):

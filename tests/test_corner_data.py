@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import CARD, write_dataset
 
 from common import DataError
+from conftest import CARD, write_dataset
 from corners.data import (
     FLIP_IDX,
     KPT_SHAPE,
@@ -16,6 +16,7 @@ from corners.data import (
     build_pose_dataset,
     canonical_order,
     corner_samples,
+    corner_states,
     label_line,
     load_corner_annotations,
 )
@@ -86,8 +87,12 @@ def test_validation_split_without_corners_is_refused(tmp_path):
     ("{not json", "not valid JSON"),
     ('["a"]', "expected an object"),
     ('{"train": [1, 2]}', '"train" must map'),
-    ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6]]}}', '"train" -> "a.jpg": expected exactly 4'),
+    ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6]]}}', '"train" -> "a.jpg": expected 4 [x, y] points (one card) '
+     'or a list of them (one per card), got shape [3, 2]'),
     ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6], [7]]}}', '"train" -> "a.jpg": expected 4'),
+    ('{"train": {"a.jpg": [[[1, 2], [3, 4], [5, 6], [7, 8]], [[1, 2], [3, 4], [5, 6]]]}}', '"train" -> "a.jpg": '
+     'expected 4 [x, y] points (one card) or a list of them'),
+    ('{"train": {"a.jpg": {"x": 1}}}', '"train" -> "a.jpg": expected 4'),
     ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6], ["x", 8]]}}', '"train" -> "a.jpg"'),
     ('{"train": {"a.jpg": [[1, 2], [3, 4], [5, 6], [NaN, 8]]}}', '"train" -> "a.jpg": corner coordinates must be'),
 ])
@@ -99,6 +104,30 @@ def test_malformed_annotations_name_the_file_and_key(tmp_path, content, expect):
     with pytest.raises(DataError) as e:
         build_pose_dataset(root, str(tmp_path / "cache"))
     assert expect in str(e.value) and "corner_annotations.json" in str(e.value)
+
+
+def test_several_cards_an_empty_list_and_their_labels(tmp_path):
+    """An entry may list several cards (one quad each) or none ([]); each card is one label line, in
+    canonical order, and the generator's states follow the same shape."""
+    second = CARD * 0.5 + 200
+    root = write_dataset(tmp_path / "ds", {"two.jpg": [CARD[[2, 0, 3, 1]].tolist(), second.tolist()], "none.jpg": [],
+                                           "one.jpg": CARD.tolist()}, images=["two.jpg", "none.jpg", "one.jpg"])
+    samples = dict(corner_samples(root, "train"))
+    two, none, one = (samples[os.path.join(root, "train", "images", n)] for n in ("two.jpg", "none.jpg", "one.jpg"))
+    assert two.shape == (2, 4, 2) and none.shape == (0, 4, 2) and one.shape == (1, 4, 2)
+    np.testing.assert_allclose(two[0], CARD)          # re-ordered TL, TR, BR, BL
+    np.testing.assert_allclose(two[1], second)
+    with open(os.path.join(root, "corner_visibility.json"), "w") as f:
+        json.dump({"train": {"two.jpg": [[2, 2, 1, 2], [0, 2, 2, 2]], "one.jpg": [2, 2, 2, 1]}, "test": {}}, f)
+    states = corner_states(root, "train", list(samples.items()))
+    by_name = {os.path.basename(p): s for (p, _), s in zip(samples.items(), states)}
+    # two.jpg's first card was given as BR, TL, BL, TR: its states follow it into TL, TR, BR, BL.
+    assert by_name["two.jpg"].tolist() == [[2, 2, 2, 1], [0, 2, 2, 2]]
+    assert by_name["one.jpg"].tolist() == [[2, 2, 2, 1]] and by_name["none.jpg"].shape == (0, 4)
+    labels = _labels(build_pose_dataset(root, str(tmp_path / "cache")))
+    assert len(labels["two.txt"]) == 2 * 17 and labels["none.txt"] == [] and len(labels["one.txt"]) == 17
+    kp = np.array(labels["two.txt"], float).reshape(2, 17)[:, 5:].reshape(2, 4, 3)
+    np.testing.assert_allclose(kp[1, :, 0] * 480, second[:, 0] + 0.5, atol=1e-3)
 
 
 def test_entry_without_image_names_the_key(tmp_path):

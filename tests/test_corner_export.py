@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_dataset
 
 from common import DataError
+from conftest import make_dataset
 from corners.data import corner_samples
 from onnx_utils import GateError
 
@@ -47,13 +47,21 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corner
         assert [(o.name, o.type, o.shape) for o in sess.get_outputs()] == [
             ("output0", "tensor(float)", [1, 17, 6300]), ("corners", "tensor(float)", [1, 4, 2]),
             ("score", "tensor(float)", [1]), ("visibility", "tensor(float)", [1, 4]),
-            ("fallback", "tensor(float)", [1, 4])]
+            ("fallback", "tensor(float)", [1, 4]), ("cards", "tensor(float)", [1, 12, 4, 2]),
+            ("card_scores", "tensor(float)", [1, 12])]
         assert f["gate"]["max_corner_diff_px"] <= 1.0 and f["gate"]["max_refined_corner_diff_px"] <= 1.0
         assert f["gate"]["max_stage_diff_px"] <= 0.1
         assert f["precision"] == precision and f["detector_cpu_latency_ms"] > 0
         assert set(f["extra_metrics"]) == {"test", "again", "nocard"}
         assert f["extra_metrics"]["nocard"]["images"] == 0 and f["extra_metrics"]["nocard"]["negative_images"] == 3
     assert meta["refiner"]["epochs_run"] == 1
+    # The refiner graph beside them: any number of quads of one frame, gated on the annotated cards.
+    r = meta["refiner_file"]
+    assert r["file"] == "card_corners_refiner.onnx" and r["gate"]["quads"] >= 3 and r["gate"]["max_diff_px"] <= 0.1
+    assert set(r["cpu_latency_ms"]) == {"1", "9"}
+    sess = ort.InferenceSession(str(out / r["file"]), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in sess.get_inputs()] == [("images", [1, 3, 640, 480]), ("quads", ["cards", 4, 2])]
+    assert [o.name for o in sess.get_outputs()] == ["corners", "valid", "visibility", "fallback"]
     f = meta["files"][0]
     assert "pct_within_5px" in f["test_metrics"] and "pct_within_5px" in f["detector_test_metrics"]
     assert set(f["detector_extra_metrics"]) == {"test", "again", "nocard"}

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import read_csv, write_dataset
 
 from common import DataError
+from conftest import read_csv, write_dataset
 
 
 def _card_image(quad):
@@ -175,9 +175,36 @@ def test_refine_stage_onnx_matches_pytorch():
         expected = DecodeAndRefine(refiner)(images, output0)
     got = _stage_session(refiner).run(corner_export.STAGE_OUTPUTS, {"images": images.numpy(),
                                                                      "output0": output0.numpy()})
-    assert [o.shape for o in got] == [(1, 4, 2), (1,), (1, 4), (1, 4)]
+    assert [o.shape for o in got] == [(1, 4, 2), (1,), (1, 4), (1, 4), (1, 12, 4, 2), (1, 12)]
     for name, a, b in zip(corner_export.STAGE_OUTPUTS, got, expected):
         assert np.abs(a - b.numpy()).max() < 1e-3, name
+    assert (got[5][0, 1:] == 0).all(), "one card: the other slots are empty"
+
+
+def test_refiner_graph_refines_any_number_of_quads_as_pytorch():
+    """card_corners_refiner.onnx: one frame, N quads (N free), each refined as RefineQuads does in
+    PyTorch, whether it holds one quad or several (several quads share the one image)."""
+    import onnxruntime as ort
+
+    from corners import export as corner_export
+    from corners.refine import CornerRefiner, RefineQuads
+
+    torch.manual_seed(0)
+    refiner = CornerRefiner().eval()
+    quad = np.array([[100.0, 120.0], [380.0, 150.0], [350.0, 520.0], [-20.0, 480.0]])
+    images = _card_image(quad)
+    sess = ort.InferenceSession(corner_export.refiner_onnx(refiner, 17).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    for quads in (quad[None] + 0.5, np.stack([quad + 0.5, quad * 0.6 + 60, quad + 3.5])):
+        q = torch.from_numpy(quads).float()
+        with torch.no_grad():
+            expected = RefineQuads(refiner)(images, q)
+            alone = [RefineQuads(refiner)(images, q[i:i + 1])[0] for i in range(len(q))]
+        got = sess.run(corner_export.REFINER_OUTPUTS, {"images": images.numpy(), "quads": quads.astype(np.float32)})
+        assert [o.shape for o in got] == [(len(q), 4, 2), (len(q),), (len(q), 4), (len(q), 4)]
+        for name, a, b in zip(corner_export.REFINER_OUTPUTS, got, expected):
+            assert np.abs(a - b.numpy()).max() < 1e-3, name
+        np.testing.assert_allclose(torch.cat(alone).numpy(), expected[0].numpy(), atol=1e-4)
 
 
 def _hand_card(seed=0):
@@ -302,12 +329,13 @@ def test_every_generated_card_is_a_plausible_quad(tmp_path):
     """The plausibility check never turns a real card into "no card": every quad of the hard preset
     (steep poses, cards partly out of the frame) passes it."""
     from conftest import make_dataset
-
     from corners.data import corner_samples
     from corners.refine import quad_is_card
 
-    make_dataset(tmp_path, 0, 60, seed=5, workers=1, preset="hard")
-    quads = np.stack([c for _, c in corner_samples(str(tmp_path), "test") if c is not None]) + 0.5
+    make_dataset(tmp_path, 0, 60, seed=5, workers=1, preset="hard", extra=["--multi-card", "0.3"])
+    samples = corner_samples(str(tmp_path), "test")
+    assert any(len(c) > 1 for _, c in samples), "the hard preset's multi-card scenes are in the test"
+    quads = np.concatenate([c for _, c in samples]) + 0.5
     assert quad_is_card(torch.from_numpy(quads), 480, 640).all()
 
 
@@ -315,14 +343,14 @@ def test_visibility_labels_follow_the_mask_and_agree_with_the_generator(tmp_path
     """The refiner's training labels come from the mask (a finger over a corner is not card), so they
     work on any dataset; on generated cards they agree with the generator's corner states."""
     from conftest import make_dataset
-
     from corners.data import corner_samples, corner_states
     from train_corner_refiner import RefinerCrops
 
-    make_dataset(tmp_path, 0, 40, seed=7, workers=1, preset="hard")
+    make_dataset(tmp_path, 0, 40, seed=7, workers=1, preset="hard", extra=["--multi-card", "0.5"])
     data = RefinerCrops(str(tmp_path), "test", 6.0, augment=False, seed=0)
-    cards = [s for s in corner_samples(str(tmp_path), "test") if s[1] is not None]
-    states = corner_states(str(tmp_path), "test", cards)
+    samples = corner_samples(str(tmp_path), "test")
+    states = np.concatenate([s for s in corner_states(str(tmp_path), "test", samples) if len(s)])
+    assert len(data) == len(states) > sum(len(c) > 0 for _, c in samples), "one item per card"
     labels = np.stack([data[i][3][:4].numpy() for i in range(len(data))])
     inside = states > 0
     assert (states == 1).sum() >= 10

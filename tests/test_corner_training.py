@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+
 from conftest import CARD, read_csv, write_dataset
 
 

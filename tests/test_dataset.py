@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common import DataError
-from dataset import (
+from segmentation.dataset import (
     CardSegmentationDataset,
     find_samples,
     get_training_transforms,

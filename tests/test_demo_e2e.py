@@ -11,7 +11,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from fake_camera import make_camera_file
+
+from synthetic.fake_camera import make_camera_file
 
 sys.path.insert(0, os.path.realpath(os.path.join(os.path.dirname(__file__), "..")))
 import demo  # noqa: E402
@@ -223,6 +224,53 @@ def test_card_scanner_wasm_1280x720(playwright, server, tmp_path):
         browser.close()
 
 
+# Several cards in the 480x640 crop (pixel-index TL, TR, BR, BL), the guide's card listed last, so that
+# it lies on top where they overlap: two touching cards (the guide's on the right), and three with the
+# guide's card overlapping its neighbours.
+TOUCHING = [[[-80, 190], [100, 190], [100, 442], [-80, 442]],
+            [[100, 190], [280, 190], [280, 442], [100, 442]]]
+OVERLAPPING = [[[20, 150], [200, 150], [200, 402], [20, 402]],
+               [[290, 250], [470, 250], [470, 502], [290, 502]],
+               [[150, 190], [330, 200], [322, 452], [142, 442]]]
+
+
+@pytest.mark.parametrize("layout", ["touching", "overlapping"])
+def test_several_cards_outline_each_and_capture_the_one_in_the_guide(playwright, server, tmp_path, layout):
+    """Two touching cards, or three overlapping: every card is outlined (the others faint), the one in
+    the guide is the app's card (its corners in data-points), and Capture scans that card."""
+    quads = TOUCHING if layout == "touching" else OVERLAPPING
+    cam = str(tmp_path / f"{layout}.y4m")
+    truth = make_camera_file(cam, 1280, 720, quads=quads, seed=11)
+    browser = _launch(playwright, _fake_camera_args(cam))
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        _start(page, server)
+        # Before the first capture the scan panel shows its placeholder, not a broken image.
+        assert page.is_visible('[data-testid="scan-placeholder"]') and page.is_hidden('[data-testid="scan"]')
+        _wait_for_card(page)
+        # A few frames more: the corner model has run since the card was found (a full set of outlines).
+        before = int(page.get_attribute('[data-testid="fps"]', "data-frames"))
+        page.wait_for_function("(n) => +document.querySelector('[data-testid=\"fps\"]').dataset.frames > n + 4",
+                               arg=before, timeout=LOAD_TIMEOUT_MS)
+        points = _points(page)
+        error = np.linalg.norm(points - truth.cards[-1], axis=1)
+        assert error.max() <= 10.0, f"the guide's card: corner errors {error.round(1)} px"
+        assert int(page.get_attribute('[data-testid="corners"]', "data-cards")) >= 2, "the others are outlined"
+        page.click('[data-testid="capture"]')
+        page.wait_for_function("document.querySelector('[data-testid=\"scan\"]').naturalWidth > 0", timeout=30_000)
+        assert page.is_hidden('[data-testid="scan-placeholder"]')
+        scan = _scan_image(page)
+        expected = _rectified_truth(truth.frame, truth.frame_cards[-1], 630, 880)
+        r = _blurred_grey_correlation(scan, expected)
+        neighbour = max(_blurred_grey_correlation(scan, _rectified_truth(truth.frame, c, 630, 880))
+                        for c in truth.frame_cards[:-1])
+        cv2.imwrite(str(tmp_path / f"{layout}.png"), cv2.cvtColor(np.hstack([scan, expected]), cv2.COLOR_RGB2BGR))
+        assert r >= 0.9 and r > neighbour, f"scan vs the guide's card {r:.3f}, vs a neighbour {neighbour:.3f}"
+        assert page.is_hidden('[data-testid="error"]')
+    finally:
+        browser.close()
+
+
 def test_no_card_at_640x480(playwright, server, tmp_path):
     """A frame without a card, and the 640x480 fallback: no corners, Capture disabled."""
     cam = str(tmp_path / "cam480.y4m")
@@ -297,8 +345,8 @@ def test_corner_model_runs_in_onnxruntime_web_wasm(playwright, server, tmp_path)
     import base64
 
     import onnxruntime as ort
-    from conftest import make_dataset
 
+    from conftest import make_dataset
     from corners.data import corner_samples
     from corners.metrics import decode
     from corners.predict import load_checked, to_input

@@ -81,14 +81,14 @@ def test_unknown_model_404(client):
     assert client.get("/models/nope.onnx").status_code == 404
 
 
-def test_the_app_needs_both_models_and_their_fp32_twins():
+def test_the_app_needs_both_models_their_fp32_twins_and_the_refiner():
     # demo/js/models.json, the list demo/js/inference.js builds its URLs from.
-    assert demo.required_models() == ["card_corners.onnx", "card_corners_fp32.onnx", "card_segmentation.onnx",
-                                      "card_segmentation_fp32.onnx"]
+    assert demo.required_models() == ["card_corners.onnx", "card_corners_fp32.onnx", "card_corners_refiner.onnx",
+                                      "card_segmentation.onnx", "card_segmentation_fp32.onnx"]
 
 
 @pytest.mark.parametrize("name", ["card_segmentation.onnx", "card_segmentation_fp32.onnx", "card_corners.onnx",
-                                  "card_corners_fp32.onnx"])
+                                  "card_corners_fp32.onnx", "card_corners_refiner.onnx"])
 def test_missing_model_is_a_startup_error(dirs, name):
     models, ort = dirs
     os.remove(models / name)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
-from conftest import TRAIN_DIR, make_dataset
 
 import train
-from model import load_checkpoint_model
+from conftest import TRAIN_DIR, make_dataset
+from segmentation.model import load_checkpoint_model
 
 # Batch size 1 and one thread in every process: the distributed run and the single-process check
 # below then compute each image exactly alike, so the metrics compare exactly.

@@ -8,15 +8,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import make_dataset, render_training_card
 
 import export
 import model_card
-import segmentation_export
 from common import EXPORT_DIR, DataError
-from dataset import find_samples, load_sample
-from model import build_model
+from conftest import make_dataset, render_training_card
 from onnx_utils import GateError, sha256
+from segmentation import export as segmentation_export
+from segmentation.dataset import find_samples, load_sample
+from segmentation.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,33 @@ def test_corrupted_export_fails_gate_and_leaves_no_file(small_model, tiny_datase
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".onnx")]
 
 
+def test_gate_tells_a_small_error_from_fp32_rounding(small_model, tiny_dataset, tmp_path):
+    """The FP32 gate's bound rests on FP32 rounding (PyTorch's own FP32 forward against float64, times
+    a factor): a model whose probabilities span 0..1 passes it, and the same file with its card logit
+    moved by 0.02 (a probability error of up to 0.005 near the boundary) fails it."""
+    model = _confident(small_model)
+    images = segmentation_export.gate_images(tiny_dataset, 2)
+    info = segmentation_export.export_and_verify(model, str(tmp_path / "ok.onnx"), fp16=False, images=images)
+    gate = info["gate"]
+    assert gate["max_prob_diff"] <= gate["max_prob_diff_allowed"] == segmentation_export.GATE_MAX_PROB_DIFF["fp32"]
+    assert gate["torch_fp32_prob_diff"] < 1e-4
+
+    def nudge(p):
+        proto = onnx.load(p)
+        for init in proto.graph.initializer:
+            arr = onnx.numpy_helper.to_array(init)
+            if arr.shape == (1,) and "low_classifier" in init.name:   # the folded card-minus-background bias
+                init.CopyFrom(onnx.numpy_helper.from_array(arr + np.float32(0.02), init.name))
+                break
+        else:
+            raise AssertionError("no folded low_classifier bias in the graph")
+        onnx.save(proto, p)
+
+    with pytest.raises(GateError, match="max probability difference"):
+        segmentation_export.export_and_verify(model, str(tmp_path / "off.onnx"), fp16=False, images=images,
+                                              post_export=nudge)
+
+
 def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_path):
     ckpt = tmp_path / "best.pt"
     torch.save({"model": small_model.state_dict(), "args": {"lr": 1e-3}, "history": []}, ckpt)
@@ -157,7 +184,7 @@ def test_export_cli_writes_files_and_model_card(small_model, tiny_dataset, tmp_p
         assert f["extra_metrics"]["again"]["iou"] == f["test_metrics"]["iou"]
     base = meta["baseline"]
     assert base["sha256"] == sha256(baseline) and set(base["extra_metrics"]) == {"test", "again"}
-    from evaluate import evaluate_model
+    from segmentation.evaluation import evaluate_model
     again = evaluate_model(baseline, str(eval_set), quiet=True)["iou"]
     assert base["extra_metrics"]["again"]["iou"] == round(again, export.METRIC_DIGITS)
     card = (out / "README.md").read_text()

@@ -4,10 +4,10 @@ import os
 
 import cv2
 import numpy as np
-from conftest import make_dataset
 
-import synthetic
 from common import IMAGE_HEIGHT, IMAGE_WIDTH
+from conftest import make_dataset
+from synthetic import v1 as synthetic
 
 
 def _stems(folder, ext):

@@ -8,14 +8,14 @@ import os
 import cv2
 import numpy as np
 import pytest
-from conftest import make_dataset
 
 import generate_dataset
 import preview_dataset
-import synthetic_v2
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
-from photos import PhotoPool
-from synthetic import HIDDEN, OUTSIDE, VISIBLE
+from conftest import make_dataset
+from synthetic import v2 as synthetic_v2
+from synthetic.photos import PhotoPool
+from synthetic.v1 import HIDDEN, OUTSIDE, VISIBLE
 
 # Nothing but the feature under test: every other v2 option off.
 BARE = synthetic_v2.Preset(negative=0, outside=0, thumb_corner=0, edge_fingers=0, border_hand=0, behind_fingers=0,

@@ -5,15 +5,15 @@ import os
 import shutil
 
 import pytest
-from conftest import make_dataset
 
 from common import DataError
+from conftest import make_dataset
 
 
 def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
     import mix_datasets
     from corners.data import corner_samples, corner_states
-    from dataset import find_samples
+    from segmentation.dataset import find_samples
 
     make_dataset(tmp_path / "a", 6, 3, seed=1, workers=1, preset="v1")
     make_dataset(tmp_path / "b", 5, 4, seed=2, workers=1, preset="hard")
@@ -41,7 +41,7 @@ def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
 def test_a_count_of_zero_takes_nothing_even_from_a_missing_split(tmp_path):
     """A set of card-free training frames (no test split) joins a mix with :N:0."""
     import mix_datasets
-    from dataset import find_samples
+    from segmentation.dataset import find_samples
 
     make_dataset(tmp_path / "neg", 3, 0, seed=4, workers=1, preset="v1", extra=["--negative-fraction", "1"])
     make_dataset(tmp_path / "a", 2, 2, seed=1, workers=1, preset="v1")
@@ -70,7 +70,7 @@ def test_a_short_or_missing_split_is_refused_before_anything_is_linked(tmp_path)
     links would share a name, names the source and leaves no half-made mix behind: the same
     command, corrected, then runs."""
     import mix_datasets
-    from dataset import find_samples
+    from segmentation.dataset import find_samples
 
     make_dataset(tmp_path / "a", 3, 2, seed=1, workers=1, preset="v1")
     make_dataset(tmp_path / "neg", 2, 0, seed=4, workers=1, preset="v1", extra=["--negative-fraction", "1"])

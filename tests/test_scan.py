@@ -12,10 +12,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import TRAIN_DIR, make_dataset
 
 import common
 import scan
+from conftest import TRAIN_DIR, make_dataset
+from scanning import geometry
 
 SCAN_PY = os.path.join(TRAIN_DIR, "scan.py")
 # The test image: generator v1, seed 5, the first test image (all 4 corners visible, >= 30 px
@@ -85,7 +86,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     (720, 1280, (0, 160, 720, 960)), (1280, 1706, (0, 0, 1280, 1706)), (3, 3, (0, 0, 2, 3))])
 def test_centred_crop_is_the_web_apps(width, height, expected):
     """Values of demo/js/image-utils.js centeredCrop34 (Math.round rounds 1279.5 up to 1280)."""
-    assert scan.centred_crop(width, height) == expected
+    assert geometry.centred_crop(width, height) == expected
 
 
 @pytest.mark.parametrize("letterbox", [False, True], ids=["crop", "letterbox"])
@@ -98,12 +99,12 @@ def test_model_input_maps_back_to_the_original_pixel(width, height, letterbox):
     sigma = 0.02 * max(width, height)
     blob = np.exp(-((xx - target[0]) ** 2 + (yy - target[1]) ** 2) / (2 * sigma ** 2))
     image = np.repeat((255 * blob).astype(np.uint8)[..., None], 3, axis=2)
-    model_input, geometry = scan.to_model_input(image, letterbox)
+    model_input, view = geometry.to_model_input(image, letterbox)
     assert model_input.shape == (640, 480, 3)
     w = model_input[..., 0].astype(np.float64)
     centroid = np.array([(w * np.arange(480)).sum(), (w * np.arange(640)[:, None]).sum()]) / w.sum()
-    found = geometry.to_original(centroid[None] + 0.5)[0]          # pixel-index -> continuous -> original
-    error = (found - target) * (geometry.scale_x, geometry.scale_y)        # in model-input pixels
+    found = view.to_original(centroid[None] + 0.5)[0]          # pixel-index -> continuous -> original
+    error = (found - target) * (view.scale_x, view.scale_y)        # in model-input pixels
     assert np.abs(error).max() < 0.05, (found, target)
 
 
@@ -116,14 +117,14 @@ def test_rectify_puts_the_corners_on_the_output_corners_and_keeps_portrait():
     m = cv2.getPerspectiveTransform(np.float32([[-0.5, -0.5], [629.5, -0.5], [629.5, 879.5], [-0.5, 879.5]]),
                                     quad.astype(np.float32))
     scene = cv2.warpPerspective(card, m, (1200, 900))
-    flat = scan.rectify(scene, quad)
+    flat = geometry.rectify(scene, quad)
     assert flat.shape == (880, 630, 3) and correlation(flat, card) > 0.98
-    small = scan.rectify(scene, quad, (63, 88))         # 8x smaller than the card: area-averaged first
+    small = geometry.rectify(scene, quad, (63, 88))         # 8x smaller than the card: area-averaged first
     assert small.shape == (88, 63, 3)
     assert correlation(small, cv2.resize(card, (63, 88), interpolation=cv2.INTER_AREA)) > 0.98
     sideways = np.ascontiguousarray(np.rot90(scene))      # a quarter turn anticlockwise: (x, y) -> (y, 1199 - x)
     turned = np.stack([quad[:, 1], 1199 - quad[:, 0]], axis=1)[[1, 2, 3, 0]]     # TL, TR, BR, BL there
-    flat = scan.rectify(sideways, turned)
+    flat = geometry.rectify(sideways, turned)
     assert flat.shape == (880, 630, 3) and correlation(flat, card) > 0.98
 
 
@@ -175,15 +176,17 @@ def test_a_big_photo_gives_corners_in_original_pixels_and_the_flat_card(v1_split
     assert 0.1 < card["card_area"] < 0.3
     # No card: no corners, no flat image.
     assert empty["status"] == "no_card" and empty["score"] < common.NO_CARD_SCORE
-    assert empty["corners"] is None and empty["scan"] is None
-    assert os.listdir(out / "scans") == ["card.jpg"]
+    assert empty["corners"] is None and empty["scan"] is None and empty["card"] is None
+    assert card["card"] == 1 and card["cards"] == 1 and card["mask_agrees"]
+    assert os.listdir(out / "scans") == ["card_card1.jpg"]
 
 
-def test_letterbox_finds_a_card_the_centred_crop_cuts(v1_split, tmp_path):
-    """A landscape photo with the card at its right edge: the app's crop loses part of the card,
-    --letterbox sees it whole. The tolerance is 3 px of the model input (5 px of this photo at 0.6
-    scale): one image, shrunk, is judged against the model card's figure for the clean split
-    (98.9 % of corners within 5 px), not the 2 px of the full-size tests."""
+def test_tiles_and_letterbox_find_a_card_the_centred_crop_cuts(v1_split, tmp_path):
+    """A landscape photo with the card at its right edge: the app's crop (--central) loses part of the
+    card, the tiles (the default) and --letterbox see it whole. The tolerance is 3 px of the model
+    input (5 px of this photo at 0.6 scale, for the letterbox): one image, shrunk, is judged against
+    the model card's figure for the clean split (98.9 % of corners within 5 px), not the 2 px of the
+    full-size tests."""
     images, truth = v1_split
     name = "card_test_000001.jpg"                          # the card fills most of the frame
     image = cv2.imread(os.path.join(images, name))
@@ -193,11 +196,11 @@ def test_letterbox_finds_a_card_the_centred_crop_cuts(v1_split, tmp_path):
     path = write_jpeg(tmp_path / "wide.jpg", photo)
     expected = truth[name] + (320, 0)
     errors = {}
-    for mode in ("crop", "letterbox"):
-        _, (record,) = run([path, "--output", str(tmp_path / mode)] + (["--letterbox"] if mode == "letterbox" else []))
+    for mode, option in (("central", ["--central"]), ("tiles", []), ("letterbox", ["--letterbox"])):
+        _, (record,) = run([path, "--output", str(tmp_path / mode)] + option)
         errors[mode] = np.linalg.norm(np.array(record["corners"]) - expected, axis=1).max()
-    assert errors["letterbox"] <= 3.0 / 0.6
-    assert errors["crop"] > 20
+    assert errors["tiles"] <= 3.0 and errors["letterbox"] <= 3.0 / 0.6
+    assert errors["central"] > 20
 
 
 def test_bad_files_are_reported_and_skipped(v1_split, tmp_path, monkeypatch, caplog):
@@ -216,8 +219,8 @@ def test_bad_files_are_reported_and_skipped(v1_split, tmp_path, monkeypatch, cap
     assert [r["status"] for r in records] == ["ok", "unreadable", "unreadable", "ok"]
     assert [r["error"] for r in records[1:3]] == ["not a readable image (corrupt or an unsupported format)",
                                                   "empty file"]
-    assert all(r["scan"] is None and r["score"] is None for r in records[1:3])
-    assert sorted(os.listdir(tmp_path / "out" / "scans")) == ["a_card.jpg", "d_card.jpg"]
+    assert all(r["scan"] is None and r["score"] is None and r["card"] is None for r in records[1:3])
+    assert sorted(os.listdir(tmp_path / "out" / "scans")) == ["a_card_card1.jpg", "d_card_card1.jpg"]
     messages = [r.getMessage() for r in caplog.records]
     assert f"{folder / 'c_empty.jpg'}: empty file (skipped)" in messages
     assert messages[-1].startswith("4 inputs in ") and messages[-1].endswith(
@@ -312,7 +315,8 @@ def test_output_folder_needs_overwrite_and_names_are_unique(v1_split, tmp_path, 
                           "folder (--recursive searches its subfolders)")
     assert not os.path.exists(tmp_path / "o2")
 
-    _, records = run([str(tmp_path / "in"), str(tmp_path / "in" / "a" / "x.jpg"), "-r", "-o", str(out), "--overwrite"])
+    _, records = run([str(tmp_path / "in"), str(tmp_path / "in" / "a" / "x.jpg"), "-r", "-o", str(out), "--overwrite",
+                      "--central"])
     scans = [r["scan"] for r in records]
     assert [r["source"] for r in records] == [os.path.join(str(tmp_path / "in"), p) for p in
                                               ("a/x.jpg", "b/X.JPG", "b/x.jpg", "x.jpg")] + [
@@ -320,9 +324,9 @@ def test_output_folder_needs_overwrite_and_names_are_unique(v1_split, tmp_path, 
     assert scans == ["scans/a/x.jpg", "scans/b/X.jpg", "scans/b/x_2.jpg", "scans/x.jpg", "scans/x_2.jpg"]
     assert all(os.path.isfile(out / s) for s in scans)
     _, records = run([str(tmp_path / "in"), "-o", str(out), "--overwrite"])           # not recursive now
-    assert [r["scan"] for r in records] == ["scans/x.jpg"]
+    assert [r["scan"] for r in records] == ["scans/x_card1.jpg"]
     assert sorted(os.listdir(out)) == ["notes.txt", "scans", "scans.jsonl"]
-    assert os.listdir(out / "scans") == ["x.jpg"]
+    assert os.listdir(out / "scans") == ["x_card1.jpg"]
 
 
 def test_a_video_gives_every_nth_frame(v1_split, tmp_path):
@@ -335,7 +339,7 @@ def test_a_video_gives_every_nth_frame(v1_split, tmp_path):
     writer.release()
     _, records = run([path, "--frame-step", "3", "--output", str(tmp_path / "out"), "--overlays"])
     assert [(r["source"], r["frame"], r["status"]) for r in records] == [(path, i, "ok") for i in (0, 3, 6)]
-    assert [r["scan"] for r in records] == [f"scans/clip_frame{i:06d}.jpg" for i in (0, 3, 6)]
+    assert [r["scan"] for r in records] == [f"scans/clip_frame{i:06d}_card1.jpg" for i in (0, 3, 6)]
     for r in records:
         assert np.linalg.norm(np.array(r["corners"]) - truth[CARD], axis=1).max() <= TOLERANCE_480
         assert cv2.imread(str(tmp_path / "out" / r["overlay"])).shape == (640, 480, 3)
@@ -343,8 +347,13 @@ def test_a_video_gives_every_nth_frame(v1_split, tmp_path):
 
 def test_one_home_for_the_thresholds_and_output_names():
     """scan.py cannot import the torch-side modules; their constants must agree with it."""
-    import evaluate
     from corners import metrics, predict
+    from segmentation import evaluation
 
-    assert common.NO_CARD_SCORE == metrics.DEFAULT_CONF and common.MASK_THRESHOLD == evaluate.THRESHOLD
-    assert (scan.CORNERS_OUTPUT, scan.SCORE_OUTPUT) == (predict.REFINED_OUTPUT, predict.SCORE_OUTPUT)
+    assert common.NO_CARD_SCORE == metrics.DEFAULT_CONF and common.MASK_THRESHOLD == evaluation.THRESHOLD
+    from scanning import pipeline
+
+    assert (pipeline.CORNERS_OUTPUT, pipeline.SCORE_OUTPUT) == (predict.REFINED_OUTPUT, predict.SCORE_OUTPUT)
+    assert (pipeline.CARDS_OUTPUT, pipeline.CARD_SCORES_OUTPUT) == (predict.CARDS_OUTPUT, predict.CARD_SCORES_OUTPUT)
+    assert (pipeline.QUADS_INPUT, pipeline.VALID_OUTPUT) == (predict.QUADS_INPUT, predict.VALID_OUTPUT)
+    assert common.CENTRAL_MIN_SHARE == metrics.CENTRAL_MIN_SHARE

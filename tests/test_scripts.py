@@ -11,9 +11,9 @@ import sys
 
 import pytest
 import torch
-from conftest import TRAIN_DIR
 
 import common
+from conftest import TRAIN_DIR
 
 # script -> its arguments with a missing input; "{missing}" is the path that does not exist, "{tmp}"
 # a scratch folder for whatever else the script needs (outputs, caches).

@@ -5,13 +5,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SEG_OPTIONS
 
 import evaluate
 import train
 from common import DataError
-from dataset import find_samples, load_sample
-from model import load_checkpoint_model
+from conftest import SEG_OPTIONS
+from segmentation import evaluation
+from segmentation.dataset import find_samples, load_sample
+from segmentation.model import load_checkpoint_model
 
 
 def _args(data, out, *extra):
@@ -136,13 +137,13 @@ def test_evaluate_overlays_are_the_worst_images(tiny_dataset, tmp_path, monkeypa
     # Per image in split order: all background (wrong = the card), exact, all card (wrong = the
     # background), exact. Keeping 2, the exact image 1 is taken in and then pushed out by image 2.
     answers = iter([np.zeros_like(truths[0]), truths[1], np.ones_like(truths[2]), truths[3]])
-    monkeypatch.setattr(evaluate, "load_predictor", lambda *a, **k: lambda image: next(answers).astype(np.float32))
-    monkeypatch.setattr(evaluate, "WORST_LISTED", 0)
+    monkeypatch.setattr(evaluation, "load_predictor", lambda *a, **k: lambda image: next(answers).astype(np.float32))
+    monkeypatch.setattr(evaluation, "WORST_LISTED", 0)
     out = tmp_path / "ov"
     out.mkdir()
     (out / "01_from_an_earlier_run.jpg").write_bytes(b"")
     (out / "notes.txt").write_text("kept")
-    result = evaluate.evaluate_model("stub.onnx", tiny_dataset, limit=4, overlays=2, overlay_dir=str(out), quiet=True)
+    result = evaluation.evaluate_model("stub.onnx", tiny_dataset, limit=4, overlays=2, overlay_dir=str(out), quiet=True)
     wrong = {0: int(truths[0].sum()), 2: int((1 - truths[2]).sum())}
     order = sorted(wrong, key=lambda i: -wrong[i])
     stems = [os.path.splitext(os.path.basename(samples[i][0]))[0] for i in order]
@@ -168,9 +169,9 @@ def _conv_layout(model):
 def test_output_stride_32_fine_tunes_from_a_stride_16_checkpoint(segmentation_run, tiny_dataset, tmp_path):
     """--output-stride 32 --weights: the same weights in torchvision's undilated layout, kept through the
     checkpoint (export and evaluation rebuild it), and the model is cheaper."""
-    from model import build_model, output_stride
     from onnx_utils import conv_macs
-    from segmentation_export import to_onnx
+    from segmentation.export import to_onnx
+    from segmentation.model import build_model, output_stride
 
     source = os.path.join(segmentation_run["output_dir"], "best.pt")
     train.main(_args(tiny_dataset, tmp_path / "os32", "--epochs", "1", "--weights", source, "--output-stride", "32"))

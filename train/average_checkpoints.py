@@ -27,9 +27,9 @@ import shlex
 
 import torch
 
-from calibrate import remove_calibration
 from common import DataError, atomic_torch_save, resolve_path, run_script
-from model import load_checkpoint_model, output_stride, store_release
+from segmentation.calibration import remove_calibration
+from segmentation.model import load_checkpoint_model, output_stride, store_release
 
 logger = logging.getLogger(__name__)
 

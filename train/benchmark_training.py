@@ -21,7 +21,7 @@ import time
 import torch
 
 from common import DEFAULT_DATASET, IMAGE_HEIGHT, IMAGE_WIDTH, resolve_path, run_script, select_device
-from model import build_model
+from segmentation.model import build_model
 from train import train_step
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def bench_data(args) -> dict:
     from torch.utils.data import DataLoader
 
-    from dataset import CardSegmentationDataset, get_training_transforms
+    from segmentation.dataset import CardSegmentationDataset, get_training_transforms
 
     ds = CardSegmentationDataset(resolve_path(args.data_path), "train", get_training_transforms())
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
@@ -86,7 +86,7 @@ def bench_corner_aug(args) -> list[dict]:
     import numpy as np
 
     from corners.augment import FastISONoise, get_corner_transforms
-    from dataset import find_samples, read_image
+    from segmentation.dataset import find_samples, read_image
 
     cv2.setNumThreads(1)
     images = [read_image(path) for path, _ in find_samples(resolve_path(args.data_path), "train")[:args.batch_size * 4]]
@@ -117,10 +117,9 @@ def bench_corner_aug(args) -> list[dict]:
 def bench_generator(args) -> list[dict]:
     """Scenes per second of each generator preset on one core, the presets taking turns scene by
     scene (same seeds), so a machine that speeds up or slows down shifts them alike."""
-    import numpy as np
 
-    from generate_dataset import render
-    from photos import open_pool
+    from synthetic.photos import open_pool
+    from synthetic.scenes import render_frame
 
     photos = open_pool(args.photos)
     presets = ["v1", "v2", "hard"]
@@ -128,7 +127,7 @@ def bench_generator(args) -> list[dict]:
     for i in range(args.warmup + args.iters):
         for p in presets:
             t0 = time.perf_counter()
-            render(np.random.default_rng([0, 0, i]), p, [], photos if p != "v1" else None)
+            render_frame(0, "train", i, p, [], photos if p != "v1" else None, multi_fraction=args.multi_card)
             if i >= args.warmup:
                 times[p].append(time.perf_counter() - t0)
     base = statistics.mean(times["v1"])
@@ -157,6 +156,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--what", choices=["data", "step", "corner-aug", "generator"], default="step")
     p.add_argument("--photos", nargs="+", default=None, metavar="DIR",
                    help="generator: photo folders for the v2 presets")
+    p.add_argument("--multi-card", type=float, default=None, metavar="F",
+                   help="generator: share of card frames with several cards (default: each preset's)")
     p.add_argument("--data-path", default=DEFAULT_DATASET)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -13,6 +13,8 @@ import re
 import tempfile
 from typing import Any
 
+import numpy as np
+
 # Paths are resolved from this file, so scripts work from any working directory.
 TRAIN_DIR = os.path.dirname(os.path.realpath(__file__))
 REPO_ROOT = os.path.dirname(TRAIN_DIR)
@@ -39,6 +41,12 @@ CARD_CLASS = 1
 # below a corner `score` of 0.25 there is no card (the detector's confidence threshold).
 MASK_THRESHOLD = 0.5
 NO_CARD_SCORE = 0.25
+# A card scan.py reports `ok` scores at least this (and its mask agrees: scanning/agreement.py);
+# between NO_CARD_SCORE and this it is flagged `low_score`.
+OK_SCORE = 0.5
+# The frame's card, when several are in view (card_corners.onnx's `corners`, the web app's card, scan.py
+# --central): of the cards scoring at least this share of the best one, the nearest to the centre.
+CENTRAL_MIN_SHARE = 0.5
 
 # Checkpoint entries that belong to one run's optimizer and schedule. Averaged and calibrated
 # checkpoints drop them (model.store_release): neither is a run to resume (train.py --resume
@@ -53,6 +61,21 @@ CORNERS_FILE = "corner_annotations.json"
 VISIBILITY_FILE = "corner_visibility.json"
 IMAGE_EXT = ".jpg"
 MASK_EXT = ".png"
+
+
+def corner_order(pts: np.ndarray) -> np.ndarray:
+    """Indices that put (4, 2) points clockwise on screen (y down) by angle around the centroid,
+    starting at the smallest x + y."""
+    pts = np.asarray(pts, np.float64)
+    c = pts.mean(0)
+    idx = np.argsort(np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0]))
+    return np.roll(idx, -int(np.argmin(pts[idx].sum(1))))
+
+
+def order_corners(pts: np.ndarray) -> np.ndarray:
+    """The points in corner_order: TL, TR, BR, BL for an upright card."""
+    pts = np.asarray(pts, np.float64)
+    return pts[corner_order(pts)]
 
 
 class ScriptError(Exception):

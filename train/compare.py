@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from common import DEFAULT_DATASET, DataError, parse_named_path, resolve_path, run_script
-from dataset import find_samples, load_sample
-from evaluate import card_overlap, load_predictor
+from segmentation.dataset import find_samples, load_sample
+from segmentation.evaluation import card_overlap, load_predictor
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import sys
 
 import model_card
 from common import DEFAULT_DATASET, EXPORT_DIR, add_comparison_args, comparison_args, resolve_path, run_script
-from model import load_checkpoint_model
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
-from segmentation_export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
+from segmentation.export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
+from segmentation.model import load_checkpoint_model
 
 logger = logging.getLogger(__name__)
 # Digits kept for IoU figures in the JSON: two more than the 4 the model card and the README print, so a
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> dict:
         os.replace(stage, path)
 
     # Measurements of the files themselves: latency side by side, then test-split metrics.
-    from evaluate import evaluate_model
+    from segmentation.evaluation import evaluate_model
 
     meta = {"name": args.name, "kind": "segmentation", "checkpoint": os.path.basename(ckpt_path),
             "export_command": args.export_command or "python train/export.py " + " ".join(sys.argv[1:]),

@@ -41,7 +41,9 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 
+import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 import model_card  # noqa: E402
@@ -61,15 +63,25 @@ from corners.export import (  # noqa: E402
     append_refiner,
     detector_summary,
     gate_images,
+    gate_samples,
     parity_gate,
     refine_stage_onnx,
+    refiner_gate,
+    refiner_onnx,
     refiner_summary,
     ultralytics_export,
 )
 from corners.metrics import false_alarms, jsonable  # noqa: E402
-from corners.predict import load_pose_model  # noqa: E402
+from corners.predict import load_pose_model, torch_runner  # noqa: E402
 from corners.refine import DEFAULT_REFINER, load_refiner  # noqa: E402
-from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256, to_fp16  # noqa: E402
+from onnx_utils import (  # noqa: E402
+    machine_description,
+    onnx_latencies,
+    onnxruntime_version,
+    ort_session,
+    sha256,
+    to_fp16,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +95,14 @@ EXTRA_FORMATS = {"tflite": ("litert", ["litert_torch", "ai_edge_litert"], "pip i
 PRECISIONS = (("fp16", ""), ("fp32", "_fp32"))   # (precision, file suffix): the FP16 file and its FP32 twin
 
 
-def export_onnx_pair(args: argparse.Namespace, ckpt_path: str, out_dir: str, model, refiner, images) -> list[dict]:
+def export_onnx_pair(args: argparse.Namespace, ckpt_path: str, out_dir: str, model, refiner, images,
+                     data_path: str) -> tuple[list[dict], dict | None]:
     """card_corners.onnx (FP16 detector) and card_corners_fp32.onnx (FP32 detector, for WebGPU
     without shader-f16 and for WASM, where FP16 is slower), the refine stage (FP32: 0.1 M
-    parameters, and sub-pixel coordinates need FP32) appended to both. Both are gated before
-    either is moved into place, then timed in one interleaved run with the detector alone."""
+    parameters, and sub-pixel coordinates need FP32) appended to both, and with a refiner the same
+    stage alone as <name>_refiner.onnx (any quads of a frame refined). All are gated before any is
+    moved into place, then timed (the pair in one interleaved run with the detector alone); returns
+    the pair's records and the refiner graph's (None without a refiner)."""
     files = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staged-") as stage:
         # FP32 from Ultralytics (its graph, names and metadata), then our FP16 conversion.
@@ -111,16 +126,54 @@ def export_onnx_pair(args: argparse.Namespace, ckpt_path: str, out_dir: str, mod
             files.append({"file": os.path.basename(staged), "precision": precision, "opset": args.opset,
                           "gate": gate})
             timed += [staged] + ([detector_only] if refiner is not None else [])
+        refiner_info = None
+        if refiner is not None:
+            staged = os.path.join(stage, refiner_name(args.name))
+            onnx.save(refiner_onnx(refiner, args.opset), staged)
+            # The quads it is gated on: every card the detector finds on the gate images, and every
+            # annotated card 3 px off (so there is something to refine even where the detector finds none).
+            run = torch_runner(model)
+            run(images)
+            cards, scores = run.last_cards
+            truth = [c for _, c in gate_samples(data_path, args.gate_images)]
+            quads = [np.concatenate([c[s > 0] + 0.5, t + 3.5]) for c, s, t in zip(cards, scores, truth)]
+            gate = refiner_gate(staged, refiner, images, quads)
+            logger.info("%s: passed the gate (max corner difference %.4f px over %d quads)", os.path.basename(staged),
+                        gate["max_diff_px"], gate["quads"])
+            refiner_info = {"file": os.path.basename(staged), "precision": "fp32", "opset": args.opset, "gate": gate}
         # Interleaved in one run, so the refine stage's cost is measured against the detector alone.
         latencies = iter(onnx_latencies(timed, args.latency_runs))
-        for info in files:
+        for info in files + ([refiner_info] if refiner_info else []):
             path = os.path.join(out_dir, info["file"])
             os.replace(os.path.join(stage, info["file"]), path)
-            info.update(size_bytes=os.path.getsize(path), sha256=sha256(path),
-                        cpu_latency_ms=round(next(latencies), 1), latency_runs=args.latency_runs)
+            info.update(size_bytes=os.path.getsize(path), sha256=sha256(path), latency_runs=args.latency_runs)
+            if info is refiner_info:      # the refiner graph: timed on 1 and 9 quads
+                info["cpu_latency_ms"] = {str(n): round(t, 1) for n, t in refiner_latencies(path, args.latency_runs)}
+                continue
+            info["cpu_latency_ms"] = round(next(latencies), 1)
             if refiner is not None:
                 info["detector_cpu_latency_ms"] = round(next(latencies), 1)
-    return files
+    return files, refiner_info
+
+
+def refiner_name(name: str) -> str:
+    """The refiner graph's file next to <name>.onnx (corners/predict.refiner_file finds it)."""
+    return f"{name}_refiner.onnx"
+
+
+def refiner_latencies(path: str, runs: int, counts: tuple[int, ...] = (1, 9)) -> list[tuple[int, float]]:
+    """Median ms of card_corners_refiner.onnx on 1 and 9 quads (a binder page), in turns."""
+    sess = ort_session(path)
+    x = np.random.default_rng(0).random((1, 3, 640, 480), dtype=np.float32)
+    quad = np.array([[120.0, 160.0], [360.0, 160.0], [360.0, 480.0], [120.0, 480.0]], np.float32)
+    times = {n: [] for n in counts}
+    for i in range(3 + runs):
+        for n in counts:
+            t0 = time.perf_counter()
+            sess.run(None, {"images": x, "quads": np.repeat(quad[None], n, 0)})
+            if i >= 3:
+                times[n].append((time.perf_counter() - t0) * 1000)
+    return [(n, float(np.median(times[n]))) for n in counts]
 
 
 def _rounded(m: dict) -> dict:
@@ -203,7 +256,8 @@ def main(args: argparse.Namespace) -> dict:
             "training": detector_summary(ckpt_path, args.training_note),
             "refiner": refiner_summary(refiner_path, args.refiner_note) if refiner_path else None, "files": []}
     if "onnx" in formats:
-        meta["files"] = export_onnx_pair(args, ckpt_path, out_dir, model, refiner, images)
+        meta["files"], meta["refiner_file"] = export_onnx_pair(args, ckpt_path, out_dir, model, refiner, images,
+                                                               data_path)
         if not args.skip_eval:
             evaluate_files(meta, out_dir, refiner is not None, resolve_path(args.eval_data_path or args.data_path),
                            args.eval_dataset_note, extra, baseline, notes)

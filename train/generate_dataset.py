@@ -26,8 +26,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-import synthetic
-import synthetic_v2
 from common import (
     CORNERS_FILE,
     DEFAULT_DATASET,
@@ -39,11 +37,11 @@ from common import (
     resolve_path,
     run_script,
 )
-from photos import PHOTO_EXTS, PhotoPool, open_pool
+from synthetic import scenes
+from synthetic.photos import PHOTO_EXTS, PhotoPool, open_pool
 
 logger = logging.getLogger(__name__)
 
-SPLIT_IDS = {"train": 0, "test": 1}
 BACKGROUND_EXTS = PHOTO_EXTS   # v1 --backgrounds takes the same files as --photos (not recursively)
 
 
@@ -56,44 +54,31 @@ def _init_worker(photos: PhotoPool | None) -> None:
     _PHOTOS = photos
 
 
-def default_negative_fraction(preset: str) -> float:
-    """The share of card-free frames a preset draws (v1: as the users' data; v2 / hard: their Preset)."""
-    return synthetic.NEGATIVE_FRACTION if preset == "v1" else synthetic_v2.PRESETS[preset].negative
-
-
-def render(rng: np.random.Generator, preset: str, backgrounds: list[str], photos: PhotoPool | None,
-           negative_fraction: float | None = None) -> tuple[synthetic.Scene, bool]:
-    """One scene of the preset from its own random stream; returns (scene, negative).
-
-    negative_fraction replaces the preset's share of card-free frames; the stream draws the same
-    number, so with the preset's own share the images are those of the preset."""
-    if negative_fraction is None:
-        negative_fraction = default_negative_fraction(preset)
-    negative = rng.random() < negative_fraction
-    if preset == "v1":
-        return synthetic.render_scene(rng, negative=negative, user_backgrounds=backgrounds), negative
-    p = synthetic_v2.PRESETS[preset]
-    return synthetic_v2.render_scene_v2(rng, p, negative=negative, photos=photos), negative
+def _rounded(corners: np.ndarray) -> list:
+    return [[round(float(x), 2), round(float(y), 2)] for x, y in corners]
 
 
 def _render_one(job: tuple) -> tuple[str, str, list | None, list | None]:
-    """Render and write one sample; returns (split, file name, corners or None, corner states or None)."""
-    out_dir, split, index, seed, preset, backgrounds, negative_fraction = job
-    # One independent stream per (seed, split, index): the output does not depend on the
-    # number of workers or the order in which they finish.
-    rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
-    scene, negative = render(rng, preset, backgrounds, _PHOTOS, negative_fraction)
-    stem = f"{'negative' if negative else 'card'}_{split}_{index:06d}"
+    """Render and write one sample; returns (split, file name, its corner_annotations.json entry or
+    None, its corner_visibility.json entry). A single card's entry is one quad [[x, y] x 4], as the
+    users' datasets have; a multi-card scene's is a list of quads, one per card."""
+    out_dir, split, index, seed, preset, backgrounds, negative_fraction, multi_fraction = job
+    frame = scenes.render_frame(seed, split, index, preset, backgrounds, _PHOTOS, negative_fraction, multi_fraction)
+    prefix = "cards" if frame.multi else "negative" if frame.negative else "card"
+    stem = f"{prefix}_{split}_{index:06d}"
     split_dir = os.path.join(out_dir, split)
-    ok_img, jpg = cv2.imencode(IMAGE_EXT, cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
+    ok_img, jpg = cv2.imencode(IMAGE_EXT, cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, 95])
-    ok_mask, png = cv2.imencode(MASK_EXT, scene.mask)
+    ok_mask, png = cv2.imencode(MASK_EXT, frame.mask)
     if not (ok_img and ok_mask):
         raise RuntimeError(f"could not encode sample {stem}")
     atomic_write_bytes(os.path.join(split_dir, "images", stem + IMAGE_EXT), jpg.tobytes(), fsync=False)
     atomic_write_bytes(os.path.join(split_dir, "masks", stem + MASK_EXT), png.tobytes(), fsync=False)
-    corners = None if scene.corners is None else [[round(float(x), 2), round(float(y), 2)] for x, y in scene.corners]
-    return split, stem + IMAGE_EXT, corners, scene.states
+    if frame.multi:
+        return split, stem + IMAGE_EXT, [_rounded(c) for c in frame.corners], [list(s) for s in frame.states]
+    if frame.negative:
+        return split, stem + IMAGE_EXT, None, None
+    return split, stem + IMAGE_EXT, _rounded(frame.corners[0]), list(frame.states[0])
 
 
 def list_backgrounds(folder: str | None) -> list[str]:
@@ -110,7 +95,7 @@ def list_backgrounds(folder: str | None) -> list[str]:
 
 def main(args: argparse.Namespace) -> dict:
     out_dir = resolve_path(args.output)
-    candidates = [os.path.join(out_dir, CORNERS_FILE)] + [os.path.join(out_dir, s, "images") for s in SPLIT_IDS]
+    candidates = [os.path.join(out_dir, CORNERS_FILE)] + [os.path.join(out_dir, s, "images") for s in scenes.SPLIT_IDS]
     existing = [d for d in candidates if os.path.isfile(d) or (os.path.isdir(d) and os.listdir(d))]
     if existing and not args.overwrite:
         # Never mix synthetic images into a user's dataset (or into a half-written earlier run).
@@ -121,23 +106,24 @@ def main(args: argparse.Namespace) -> dict:
                         "backgrounds and card art)")
     if args.photos and args.preset == "v1":
         raise DataError("--photos needs --preset v2 or hard (v1 takes --backgrounds)")
-    if args.negative_fraction is not None and not 0.0 <= args.negative_fraction <= 1.0:
-        raise DataError(f"--negative-fraction must be between 0 and 1, got {args.negative_fraction}")
+    for option, value in (("--negative-fraction", args.negative_fraction), ("--multi-card", args.multi_card)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise DataError(f"{option} must be between 0 and 1, got {value}")
     backgrounds = list_backgrounds(args.backgrounds)
     photos = open_pool(args.photos)
     if photos is not None:
         logger.info("%d photos from %s", len(photos), ", ".join(photos.folders))
     if args.overwrite:   # stale files of a larger earlier dataset must not survive
-        for name in (CORNERS_FILE, VISIBILITY_FILE, *SPLIT_IDS):
+        for name in (CORNERS_FILE, VISIBILITY_FILE, *scenes.SPLIT_IDS):
             path = os.path.join(out_dir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.remove(path)
-    for split in SPLIT_IDS:
+    for split in scenes.SPLIT_IDS:
         for sub in ("images", "masks"):
             os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
-    jobs = [(out_dir, split, i, args.seed, args.preset, backgrounds, args.negative_fraction)
+    jobs = [(out_dir, split, i, args.seed, args.preset, backgrounds, args.negative_fraction, args.multi_card)
             for split, n in (("train", args.num_train), ("test", args.num_test)) for i in range(n)]
     annotations: dict[str, dict] = {"train": {}, "test": {}}
     states: dict[str, dict] = {"train": {}, "test": {}}
@@ -183,7 +169,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--num-test", type=int, default=300, help="test images")
     p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (whatever --workers)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
-    p.add_argument("--preset", default="v2", choices=["v1", "v2", "hard"],
+    p.add_argument("--preset", default="v2", choices=scenes.PRESETS,
                    help="v2: hands, photos, room structure (default); hard: an evaluation split concentrating "
                         "corner fingers, structured backgrounds, dark borders and out-of-frame cards; v1: the first "
                         "generator's look, image for image")
@@ -191,10 +177,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "recursively) for backgrounds and card art (v2 / hard)")
     p.add_argument("--backgrounds", default=None, help="v1 only: folder of your own background photos (used for "
                    "~half)")
-    presets_share = ", ".join(f"{k} {default_negative_fraction(k):g}" for k in ("v1", "v2", "hard"))
+    presets_share = ", ".join(f"{k} {scenes.default_negative_fraction(k):g}" for k in scenes.PRESETS)
     p.add_argument("--negative-fraction", type=float, default=None, metavar="F",
                    help=f"share of card-free frames, 0..1 (default: the preset's: {presets_share}); e.g. 1 for a "
                         "set of card-free frames that teaches a detector what is not a card")
+    multi_share = ", ".join(f"{k} {scenes.default_multi_fraction(k):g}" for k in scenes.PRESETS)
+    p.add_argument("--multi-card", type=float, default=None, metavar="F",
+                   help=f"share of card frames showing several cards (rows, grids, fans, piles, binder pages, "
+                        f"sleeves), 0..1 (default: the preset's: {multi_share}); 0 gives exactly the single-card "
+                        "frames of the same seed, 1 a multi-card set")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

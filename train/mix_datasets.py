@@ -23,7 +23,7 @@ import logging
 import os
 
 from common import CORNERS_FILE, SPLITS, VISIBILITY_FILE, DataError, atomic_write_bytes, resolve_path, run_script
-from dataset import find_samples
+from segmentation.dataset import find_samples
 
 logger = logging.getLogger(__name__)
 

@@ -20,15 +20,22 @@ import numpy as np
 
 from common import DEFAULT_DATASET, DEFAULT_RUNS_DIR, DataError, resolve_path, run_script
 from corners.augment import augment, get_corner_transforms
-from corners.data import canonical_order, corner_samples, in_frame
+from corners.data import corner_samples, in_frame
 from corners.predict import load_checked
 
 logger = logging.getLogger(__name__)
 
 
 def draw_corners(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """RGB image with the 4 corners numbered; out-of-frame ones clipped to the border in red."""
+    """RGB image with each card's 4 corners ((N, 4, 2) or (4, 2)) numbered; out-of-frame ones clipped
+    to the border in red."""
     out = image.copy()
+    for card in np.asarray(corners).reshape(-1, 4, 2):
+        _draw_card(out, card)
+    return out
+
+
+def _draw_card(out: np.ndarray, corners: np.ndarray) -> None:
     h, w = out.shape[:2]
     vis = in_frame(corners, w, h)
     clipped = np.stack([np.clip(corners[:, 0], 0, w - 1), np.clip(corners[:, 1], 0, h - 1)], 1)
@@ -42,11 +49,10 @@ def draw_corners(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
         cv2.putText(out, str(k + 1), (p[0] + 6, p[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(out, str(k + 1), (p[0] + 6, p[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1,
                     cv2.LINE_AA)
-    return out
 
 
 def main(args: argparse.Namespace) -> list[str]:
-    samples = [s for s in corner_samples(resolve_path(args.data_path), args.split) if s[1] is not None]
+    samples = [s for s in corner_samples(resolve_path(args.data_path), args.split) if len(s[1])]
     if not samples:
         raise DataError(f"{args.data_path}: no {args.split} image with annotated corners")
     out_dir = resolve_path(args.output_dir)
@@ -57,7 +63,7 @@ def main(args: argparse.Namespace) -> list[str]:
     paths, tiles = [], []
     for i in range(args.num):
         path, corners = samples[int(rng.integers(len(samples)))]
-        image, moved, _ = augment(transform, load_checked(path), canonical_order(corners))
+        image, moved, _ = augment(transform, load_checked(path), corners)
         tile = draw_corners(image, moved)
         out = os.path.join(out_dir, f"example_{i:02d}.jpg")
         cv2.imwrite(out, cv2.cvtColor(tile, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])

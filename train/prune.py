@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import math
 import os
 import tempfile
 
@@ -29,60 +28,19 @@ import train
 from common import (
     DEFAULT_RUNS_DIR,
     EXPORT_DIR,
-    IMAGE_HEIGHT,
-    IMAGE_WIDTH,
     ScriptError,
     atomic_torch_save,
     atomic_write_bytes,
     resolve_path,
     run_script,
 )
-from metrics import segmentation_loss
-from model import checkpoint_architecture, load_checkpoint_model, output_stride
 from onnx_utils import machine_description, onnx_latencies
-from segmentation_export import export_and_verify, gate_images
+from segmentation.export import export_and_verify, gate_images
+from segmentation.metrics import segmentation_loss
+from segmentation.model import checkpoint_architecture, load_checkpoint_model, output_stride
+from segmentation.pruning import count_macs_params, find_ratio_for_macs, make_pruner, recalibrate_bn
 
 logger = logging.getLogger(__name__)
-
-# Torch-Pruning traces the graph with this input; the network is fully convolutional, so a
-# smaller one than 480x640 gives the same dependency groups, faster.
-TRACE_SIZE = (1, 3, 320, 240)
-BN_CALIBRATION_BATCHES = 20
-
-
-def _tp():
-    try:
-        import torch_pruning as tp
-    except ImportError:
-        raise ScriptError("prune.py needs Torch-Pruning: pip install torch-pruning==1.6.1") from None
-    return tp
-
-
-def ignored_layers(model: nn.Module) -> list[nn.Module]:
-    """The LR-ASPP heads' 2-class convolutions: their output channels are the classes."""
-    head = model.net.classifier
-    return [head.low_classifier, head.high_classifier]
-
-
-def count_macs_params(model: nn.Module) -> tuple[float, int]:
-    """(MACs, parameters) at the deployment size 1x3x640x480."""
-    tp = _tp()
-    device = next(model.parameters()).device
-    macs, params = tp.utils.count_ops_and_params(model, torch.rand(1, 3, IMAGE_HEIGHT, IMAGE_WIDTH, device=device))
-    return float(macs), int(params)
-
-
-def make_pruner(model: nn.Module, ratio: float, steps: int, importance: str):
-    tp = _tp()
-    imp = tp.importance.GroupTaylorImportance() if importance == "taylor" else \
-        tp.importance.GroupMagnitudeImportance(p=2)
-    example = torch.rand(*TRACE_SIZE, device=next(model.parameters()).device)
-    # CardSegmenter already returns the (B, 2, H, W) logits tensor, not torchvision's dict, so no
-    # output_transform is needed; the squeeze-excitation convolutions are grouped with the
-    # channels they scale by the tracer.
-    return tp.pruner.BasePruner(model, example, importance=imp, pruning_ratio=ratio, iterative_steps=steps,
-                                ignored_layers=ignored_layers(model), round_to=8)
-
 
 def taylor_gradients(model: nn.Module, loader, args, batches: int = 4) -> None:
     """Taylor importance needs gradients of the loss on real data."""
@@ -93,25 +51,6 @@ def taylor_gradients(model: nn.Module, loader, args, batches: int = 4) -> None:
         if i >= batches:
             break
         segmentation_loss(model(images.to(device)), masks.to(device), args.dice_weight).backward()
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader, args, batches: int = BN_CALIBRATION_BATCHES) -> None:
-    """Re-estimate BatchNorm statistics of the pruned network (cumulative average over batches)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    device = torch.device(args.device)
-    for i, (images, _) in enumerate(loader):
-        if i >= batches:
-            break
-        model(images.to(device))
-    for bn, m in zip(bns, momenta):
-        bn.momentum = m
-    model.eval()
 
 
 def fine_tune(model: nn.Module, train_data, args, epochs: int, tag: str) -> None:
@@ -126,21 +65,6 @@ def fine_tune(model: nn.Module, train_data, args, epochs: int, tag: str) -> None
         stats = train.train_one_epoch(model, train.make_loader(train_data, args, True, epoch), optimizer, scheduler,
                                       scaler, ft_args, epoch)
         logger.info("%s fine-tune epoch %d/%d: loss %.4f", tag, epoch + 1, epochs, stats["train_loss"])
-
-
-def find_ratio_for_macs(model: nn.Module, target: float, importance: str) -> float:
-    """Smallest pruning ratio whose one-shot result keeps at most `target` x the MACs (bisection)."""
-    base, _ = count_macs_params(model)
-    lo, hi = 0.0, 0.95
-    for _ in range(8):
-        mid = (lo + hi) / 2
-        trial = copy.deepcopy(model)
-        make_pruner(trial, mid, 1, "magnitude" if importance == "taylor" else importance).step()
-        if count_macs_params(trial)[0] / base <= target:
-            hi = mid
-        else:
-            lo = mid
-    return math.ceil(hi * 1000) / 1000   # round up: a larger ratio never keeps more MACs
 
 
 def prune_checkpoint(base: nn.Module, ratio: float, train_set, train_data, val_data, args) -> dict:

@@ -27,10 +27,10 @@ import os
 import torch
 
 from common import TRAIN_DIR, resolve_path, run_script
-from model import load_checkpoint_model, to_output_stride_32, to_reduced_tail
 from onnx_utils import conv_macs
-from prune import make_pruner
-from segmentation_export import to_onnx
+from segmentation.export import to_onnx
+from segmentation.model import load_checkpoint_model, to_output_stride_32, to_reduced_tail
+from segmentation.pruning import make_pruner
 
 logger = logging.getLogger(__name__)
 

@@ -43,12 +43,13 @@ from common import (
     select_device,
     write_csv,
 )
-from dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
-from metrics import ConfusionMatrix, reduce_sum, segmentation_loss
-from model import (
+from segmentation.dataset import CardSegmentationDataset, get_training_transforms, get_validation_transforms
+from segmentation.metrics import ConfusionMatrix, reduce_sum, segmentation_loss
+from segmentation.model import (
     OUTPUT_STRIDES,
     build_model,
     checkpoint_architecture,
+    load_checkpoint,
     load_checkpoint_model,
     output_stride,
     to_output_stride_32,
@@ -350,7 +351,7 @@ def main(args: argparse.Namespace) -> dict:
 
     state = {"start_epoch": 0, "best_iou": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": []}
     if args.resume:
-        ckpt = torch.load(resolve_path(args.resume), map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(resolve_path(args.resume))
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if scaler is not None and ckpt.get("scaler"):

@@ -50,7 +50,7 @@ from common import (
     select_device,
     write_csv,
 )
-from corners.data import corner_samples
+from corners.data import HIDDEN_STATE, card_samples, corner_samples, corner_states
 from corners.predict import load_checked
 from corners.refine import (
     CROP_PX,
@@ -66,8 +66,8 @@ from corners.refine import (
     refiner_geometry,
     rotations,
 )
-from dataset import find_samples, read_mask
-from synthetic_v2 import SKIN_TONES
+from segmentation.dataset import find_samples, read_mask
+from synthetic.v2 import SKIN_TONES
 
 logger = logging.getLogger(__name__)
 
@@ -127,20 +127,25 @@ def _in_sight(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 class RefinerCrops(Dataset):
-    """Item i: image i's 12 crops (ITEM_KIND, ITEM_SPACING: 4 coarse and 4 finer corner crops, 4 edge
-    crops) (12, 3, 32, 32) float 0..1; the target offset from each crop centre in crop pixels (12, 2);
-    which target coordinates count (12, 2) (an edge crop's x is free along the edge); whether the
-    corner or edge point is in sight (12,) float; and which crops to use (12,) bool (corners far
-    outside the frame are not refined, so not trained)."""
+    """Item i: card i's 12 crops, every card of every image in order (ITEM_KIND, ITEM_SPACING: 4 coarse
+    and 4 finer corner crops, 4 edge crops) (12, 3, 32, 32) float 0..1; the target offset from each
+    crop centre in crop pixels (12, 2); which target coordinates count (12, 2) (an edge crop's x is
+    free along the edge); whether the corner or edge point is in sight (12,) float; and which crops
+    to use (12,) bool (corners far outside the frame are not refined, so not trained)."""
 
     def __init__(self, data_path: str, split: str, jitter_px: float, augment: bool, seed: int):
-        samples = [(p, c) for p, c in corner_samples(data_path, split) if c is not None]
+        images = corner_samples(data_path, split)
+        samples = card_samples(images)
         if not samples:
             raise DataError(f"{data_path}: the {split} split has no annotated corners to train the refiner on")
-        self.paths = [p for p, _ in samples]
+        self.paths = [p for p, _, _ in samples]
         masks = dict(find_samples(data_path, split))                             # image path -> mask path
         self.masks = [masks[p] for p in self.paths]
-        self.corners = np.stack([c for _, c in samples]).astype(np.float32)     # (N, 4, 2) pixel-centre
+        self.corners = np.stack([c for _, _, c in samples]).astype(np.float32)  # (cards, 4, 2) pixel-centre
+        # A corner under another card is card in the mask: the generator's states say it is hidden.
+        states = corner_states(data_path, split, images)
+        self.hidden = np.zeros((len(samples), 4), bool) if states is None else \
+            np.concatenate([s for s in states if len(s)]) == HIDDEN_STATE
         self.jitter_px, self.augment, self.seed = jitter_px, augment, seed
         self.epoch = 0
         self.rot = rotations()
@@ -192,7 +197,7 @@ class RefinerCrops(Dataset):
         weight[np.abs(target).max(1) > CROP_PX / 2 - 2] = 0.0      # the target is not in the crop
         # The edge point the crop answers for: where the side crosses the crop's vertical axis.
         q = centre_e + s_cross[:, None] * cv
-        corner_seen = _in_sight(mask, probe_c)
+        corner_seen = _in_sight(mask, probe_c) & ~self.hidden[i]
         visible = np.concatenate([corner_seen, corner_seen, _in_sight(mask, q + PROBE_PX * v)]).astype(np.float32)
         crops, target = torch.from_numpy(crops.numpy()), torch.from_numpy(target)
         visible = torch.from_numpy(visible)

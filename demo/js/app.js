@@ -11,13 +11,11 @@ import { Overlay } from './overlay.js';
 import { Scanner } from './scanner.js';
 
 const FPS_WINDOW_MS = 1000;
-// The corner model runs on every frame whose mask shows a card (the gate is in frame-worker.js):
-// measured on 2-core WASM, the outline then updates 2.2 times a second against 1.7 with the corner
-// model on every 2nd frame, and a frame without a card costs the segmentation model alone
-// (README, Browser speed). N > 1 runs it on every Nth frame.
-const CORNERS_EVERY = 1;
 // Corners older than this, or than 3 frame times when frames take longer, are stale: no card.
 const STALE_MIN_MS = 1000;
+// A card's corners that jump further than this between two frames are another card (or the card
+// lost and found again): the filter starts afresh instead of gliding across (px of the 480x640 input).
+const NEW_CARD_JUMP_PX = 40;
 // One-euro filter on the corners in px of the 480x640 input (README, Live corners): at rest the
 // cutoff is 1 Hz (jitter smoothed), moving at 100 px/s it is 1 + 0.05 * 100 = 6 Hz (little lag).
 const SMOOTHING = { minCutoff: 1.0, beta: 0.05, dCutoff: 1.0 };
@@ -36,8 +34,8 @@ const el = {
   corners: document.querySelector('[data-testid="corners"]'),
   capture: document.querySelector('[data-testid="capture"]'),
   auto: document.querySelector('[data-testid="auto-capture"]'),
-  scans: document.querySelector('.scans'),
   scan: document.querySelector('[data-testid="scan"]'),
+  placeholder: document.querySelector('[data-testid="scan-placeholder"]'),
   download: document.querySelector('[data-testid="download"]'),
   strip: document.querySelector('.strip'),
   status: document.querySelector('#status'),
@@ -47,6 +45,7 @@ const el = {
 
 // Allocated once: the view context, the overlay canvases, the corner filter and its output.
 const viewCtx = el.view.getContext('2d');
+let others = new Float32Array(0); // the faint cards of the last corner model run, pixel-index
 const overlay = new Overlay(document.querySelector('[data-testid="overlay"]'),
   document.querySelector('[data-testid="outline"]'));
 const filter = new OneEuroFilter(8, SMOOTHING);
@@ -65,7 +64,6 @@ const state = {
   restartRequested: false,
   capturing: false,
   frameHandle: 0,
-  frameIndex: 0,
   hasCorners: false,
   cornersAt: 0, // performance.now() of the frame the shown corners come from
   frameMs: 0, // the last frame's round trip
@@ -144,25 +142,25 @@ function onFrame(now, metadata) {
 
 async function infer(generation) {
   const t0 = performance.now();
-  const scheduled = state.frameIndex % CORNERS_EVERY === 0;
-  state.frameIndex += 1;
   try {
     // The full camera frame goes to the worker, which crops it for the models and keeps it while
     // its corners are the newest, for a capture at full resolution.
     const bitmap = await createImageBitmap(el.video);
     state.grabMs = performance.now() - t0;
     if (generation !== state.generation) { bitmap.close(); return; }
-    const r = await state.scanner.process(bitmap, state.crop, scheduled);
+    const r = await state.scanner.process(bitmap, state.crop);
     if (generation !== state.generation) return; // stopped meanwhile: drop the result
     const tDraw = performance.now();
     overlay.drawMask(r.mask);
+    if (r.others) others = r.others; // null: a refiner frame keeps the last corner model run's
     if (r.found) {
+      if (state.hasCorners && jump(r.corners, smoothed) > NEW_CARD_JUMP_PX) filter.reset();
       filter.filter(r.corners, t0 / 1000, smoothed);
       state.cornersAt = t0;
       showCorners(smoothed);
-    } else if (scheduled) {
-      showCorners(null); // the corner model found no card, or the mask showed none to look at
-    } // else corners not scheduled on this frame: the shown ones stay until they are stale
+    } else {
+      showCorners(null); // no card, none in the guide, or the mask does not confirm it
+    }
     const t1 = performance.now();
     state.drawMs = t1 - tDraw;
     state.frameMs = t1 - t0;
@@ -177,13 +175,24 @@ async function infer(generation) {
   }
 }
 
-/** Shows the smoothed corners (or none): outline, data-points, the capture button, auto-capture. */
+function jump(a, b) {
+  let m = 0;
+  for (let i = 0; i < 8; i += 2) m = Math.max(m, Math.hypot(a[i] - b[i], a[i + 1] - b[i + 1]));
+  return m;
+}
+
+/**
+ * Shows the app's card's smoothed corners (or none) and the other cards found: outlines,
+ * data-points and data-cards, the capture button, auto-capture.
+ */
 function showCorners(points) {
   state.hasCorners = Boolean(points);
   if (!points) filter.reset();
-  overlay.drawOutline(points);
+  const nOthers = others.length / 8;
+  overlay.drawOutline(points, others, nOthers);
   el.corners.dataset.points = formatPoints(points);
-  el.corners.textContent = points ? 'Card found' : 'No card';
+  el.corners.dataset.cards = String(nOthers + (points ? 1 : 0));
+  el.corners.textContent = points ? 'Card found' : nOthers ? 'Hold a card in the guide' : 'No card';
   el.capture.disabled = !points || state.capturing;
   if (el.auto.checked && autoCapture.update(points, performance.now() / 1000)) capture();
   else if (!el.auto.checked) autoCapture.reset();
@@ -231,10 +240,12 @@ function showScan(blob) {
   const url = URL.createObjectURL(blob);
   const name = `card-${timestamp(new Date())}.${blob.type === 'image/png' ? 'png' : 'jpg'}`;
   el.scan.src = url;
+  el.scan.hidden = false;
+  el.placeholder.hidden = true;
+  el.download.hidden = false;
   el.download.href = url;
   el.download.download = name;
   el.download.textContent = `Download ${name}`;
-  el.scans.hidden = false;
 }
 
 /**
@@ -296,6 +307,7 @@ function stopLoop() {
   state.running = false;
   state.generation += 1;
   cancelFrame();
+  others = others.subarray(0, 0);
   showCorners(null);
   if (state.scanner) state.scanner.forget();
 }

@@ -1,38 +1,49 @@
-// The inference worker: both models, the per-frame work and the scan warp, off the page's main
+// The inference worker: the models, the per-frame work and the scan warp, off the page's main
 // thread (on WASM a session.run blocks its thread for the whole inference; README, The web app).
+//
+// Every frame: the segmentation model. With a card in the mask, the card the app takes comes either
+// from the corner model (every card found, the frame's card refined: "detect") or, between corner
+// model runs, from the refiner alone on the last card's corners ("track", about a tenth of the
+// corner model's time); a track that moves too far, no longer makes a card's shape or leaves the mask
+// falls back to the corner model on the same frame. A card is the app's only when its centre lies in
+// the guide and the mask agrees with its quad (agreement.js); other cards the corner model found and
+// the mask confirms are drawn faint.
 //
 // Messages in:  {type: 'init', threads?, wasmOnly?}
 //               {type: 'frame', id, bitmap: ImageBitmap (transferred, full camera frame),
-//                crop: {sx, sy, sw, sh}, corners: bool (scheduled on this frame)}
+//                crop: {sx, sy, sw, sh}}
 //               {type: 'capture', id, mime, quality}
 //               {type: 'bench', id, runs, warmup, cornersEvery}   bare timing of the scheduled work
-//               {type: 'forget'}                     drop the kept frame (camera stopped)
+//               {type: 'forget'}                     drop the kept frame and the track (camera stopped)
 // Messages out: {type: 'ready', id, models: {name: {backend, precision, url}}}
-//               {type: 'result', id, mask: Float32Array (transferred), cardFraction, ran, found,
-//                corners: Float32Array(8) pixel-index | null, score, ms: {prep, segmentation, corners, post}}
+//               {type: 'result', id, mask: Float32Array (transferred), cardFraction, ran: 'detect' |
+//                'track' | '', found, corners: Float32Array(8) pixel-index | null, score,
+//                others: Float32Array(8 n) pixel-index (the faint cards), ms: {prep, segmentation,
+//                corners, post}}
 //               {type: 'scan', id, blob, width, height, quad, frame, warpMs}
 //                                                    quad: corners in the frame, frame: its size
 //               {type: 'bench', id, ...timings}
 //               {type: 'error', id, kind, message}
 
-import { readCorners } from './corners.js';
+import { CardTracker } from './corners.js';
 import { cropToFrame, portraitOrder, SCAN_HEIGHT, SCAN_WIDTH, warpQuad } from './geometry.js';
 import { ImageUtils, MASK_THRESHOLD, MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
 import { chooseBackends, createInput, loadModelList, Model, timeSchedule } from './inference.js';
 
 // The corner model runs only when the mask holds at least this share of card pixels: a card at
-// the smallest size of the training data covers 15 % of the frame, so 2 % leaves a wide margin
-// for a card half out of view while skipping the corner model on empty frames.
-export const MIN_CARD_FRACTION = 0.02;
+// the smallest size of the training data covers 2 % of the frame (several cards in view), so 1 %
+// leaves a margin for a card half out of view while skipping the corner model on empty frames.
+export const MIN_CARD_FRACTION = 0.01;
 const PIXELS = MODEL_WIDTH * MODEL_HEIGHT;
 
-// Allocated once: the model input canvas and the shared input tensor.
+// Allocated once: the model input canvas, the shared input tensor, the card tracker.
 const canvas = new OffscreenCanvas(MODEL_WIDTH, MODEL_HEIGHT);
 const ctx = canvas.getContext('2d', { willReadFrequently: true });
 let input = null;
-let models = null; // {segmentation: Model, corners: Model}
-let names = null; // output names: {mask, corners, score}
-const corners = new Float32Array(8);
+let models = null; // {segmentation, corners, refiner: Model}
+let names = null; // output names: {mask, corners, score, cards, cardScores, refined, valid}
+const tracker = new CardTracker();
+const corners = new Float32Array(8); // the app's card, pixel-index (what the result carries)
 // The newest frame with corners: what a capture warps. bitmap is null when there is none.
 const kept = { bitmap: null, crop: { sx: 0, sy: 0, sw: 0, sh: 0 }, corners: new Float32Array(8) };
 let frameCanvas = null; // full-resolution copy of `kept` for reading its pixels, capture only
@@ -61,13 +72,18 @@ async function init({ threads, wasmOnly }) {
   input = createInput();
   const segmentation = await Model.create(urls.segmentation, attempts, input);
   const cornerModel = await Model.create(urls.corners, attempts, input);
-  models = { segmentation, corners: cornerModel };
-  // The segmentation model has one output (its card probability); the corner model's answer is
-  // in its outputs named by the model card.
+  const refiner = await Model.create(urls.refiner, attempts, input);
+  models = { segmentation, corners: cornerModel, refiner };
+  // The segmentation model has one output (its card probability); the corner models' answers are
+  // in the outputs named by the model card.
   names = {
     mask: segmentation.outputNames[0],
     corners: outputName(cornerModel, 'corners'),
     score: outputName(cornerModel, 'score'),
+    cards: outputName(cornerModel, 'cards'),
+    cardScores: outputName(cornerModel, 'card_scores'),
+    refined: outputName(refiner, 'corners'),
+    valid: outputName(refiner, 'valid'),
   };
   const info = {};
   for (const [name, m] of Object.entries(models)) info[name] = { backend: m.backend, precision: m.precision, url: m.url };
@@ -90,7 +106,21 @@ function cardFraction(mask) {
   return n / mask.length;
 }
 
-async function processFrame({ id, bitmap, crop, corners: scheduled }) {
+/** The corner model on the current input: the tracker chooses the app's card. */
+async function detect(mask) {
+  const out = await models.corners.run();
+  return tracker.detected(mask, out[names.cards].data, out[names.cardScores].data, out[names.corners].data,
+    out[names.score].data[0]);
+}
+
+/** The refiner on the app's card of the last frame: true when it still finds that card here. */
+async function follow(mask) {
+  models.refiner.quad.data.set(tracker.chosen);
+  const out = await models.refiner.run();
+  return tracker.followed(mask, out[names.refined].data, out[names.valid].data[0]);
+}
+
+async function processFrame({ id, bitmap, crop }) {
   let owned = bitmap;
   try {
     const t0 = performance.now();
@@ -103,30 +133,38 @@ async function processFrame({ id, bitmap, crop, corners: scheduled }) {
     let mask = seg[names.mask].data; // Float32Array(640 * 480)
     const fraction = cardFraction(mask);
     let found = false;
-    let score = 0;
-    let ran = false;
+    let ran = '';
     let cornersMs = 0;
-    if (scheduled && fraction >= MIN_CARD_FRACTION) {
+    if (fraction >= MIN_CARD_FRACTION) {
       const t3 = performance.now();
-      const out = await models.corners.run();
+      if (tracker.follows && await follow(mask)) {
+        ran = 'track';
+        found = true;
+      } else {
+        ran = 'detect';
+        found = await detect(mask);
+      }
       cornersMs = performance.now() - t3;
-      ran = true;
-      score = out[names.score].data[0];
-      found = readCorners(out[names.corners].data, score, corners);
+    } else {
+      tracker.reset();
     }
     if (found) {
-      keep(bitmap, crop, corners);
+      keep(bitmap, crop, tracker.pixelCorners(corners));
       owned = null; // kept for a capture; closed when the next frame with corners replaces it
-    } else if (ran || fraction < MIN_CARD_FRACTION) {
-      keep(null); // no card on this frame: nothing to capture
-    } // else corners not scheduled on this frame and the card still there: keep the last one
+    } else {
+      keep(null); // no card of the app's on this frame: nothing to capture
+    }
     // A view of a larger buffer cannot be transferred whole: copy it (not the case on WASM).
     if (mask.byteOffset !== 0 || mask.byteLength !== mask.buffer.byteLength) mask = mask.slice();
-    // post: the loops over the outputs (card fraction, corner reading), the corner model excluded.
+    // post: the loops over the outputs (card fraction, corner reading, agreement), the models excluded.
     const post = performance.now() - t2 - cornersMs;
     reply({
       type: 'result', id, mask, cardFraction: fraction, ran, found,
-      corners: found ? corners : null, score, // postMessage copies corners
+      corners: found ? corners : null, score: tracker.score, // postMessage copies corners
+      // The faint cards of a corner model run; a refiner frame keeps the last ones (null), and a
+      // frame without a card in the mask has none.
+      others: ran === 'detect' ? tracker.others.subarray(0, 8 * tracker.nOthers)
+        : ran === 'track' ? null : tracker.others.subarray(0, 0),
       ms: { prep: t1 - t0, segmentation: t2 - t1, corners: cornersMs, post },
     }, [mask.buffer]);
   } finally {
@@ -171,7 +209,7 @@ async function handle(msg) {
     else if (msg.type === 'frame') await processFrame(msg);
     else if (msg.type === 'capture') await capture(msg);
     else if (msg.type === 'bench') await bench(msg);
-    else if (msg.type === 'forget') keep(null);
+    else if (msg.type === 'forget') { keep(null); tracker.reset(); }
   } catch (err) {
     if (msg.type === 'frame' && msg.bitmap) msg.bitmap.close();
     fail(msg.id, err);

@@ -19,7 +19,7 @@ export class ModelError extends Error {
   }
 }
 
-/** {segmentation: {fp16: url, fp32: url}, corners: {...}} from demo/js/models.json. */
+/** {segmentation: {fp16: url, fp32: url}, corners: {...}, refiner: {...}} from demo/js/models.json. */
 export async function loadModelList() {
   const response = await fetch(MODEL_LIST_URL);
   if (!response.ok) throw new ModelError('model', `The model list ${MODEL_LIST_URL} failed to load (HTTP ${response.status}).`);
@@ -117,6 +117,9 @@ export function createInput() {
   return { data, tensor: new ort.Tensor('float32', data, [1, 3, MODEL_HEIGHT, MODEL_WIDTH]) };
 }
 
+// The probe picture's card (fillProbe), continuous px: the quad a refiner model is probed with.
+const PROBE_QUAD = [140, 180, 340, 180, 340, 460, 140, 460];
+
 export class Model {
   constructor(session, backend, precision, url, input) {
     this.session = session;
@@ -127,6 +130,14 @@ export class Model {
     this.inputName = session.inputNames[0];
     this.outputNames = session.outputNames;
     this.feeds = { [this.inputName]: input.tensor };
+    // The refiner (card_corners_refiner.onnx) also takes the quad to refine: one, [1, 4, 2], its
+    // continuous px written into quad.data before run().
+    this.quad = null;
+    if (session.inputNames[1] === 'quads') {
+      const data = new Float32Array(8);
+      this.quad = { data, tensor: new ort.Tensor('float32', data, [1, 4, 2]) };
+      this.feeds.quads = this.quad.tensor;
+    }
   }
 
   /**
@@ -149,6 +160,7 @@ export class Model {
         });
         const model = new Model(session, backend, precision, url, input);
         fillProbe(input.data);
+        if (model.quad) model.quad.data.set(PROBE_QUAD);
         const out = await model.run();
         const reason = firstOutputProblem(model.outputNames, out);
         if (reason) throw new Error(`first inference: ${reason}`);

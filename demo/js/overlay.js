@@ -8,6 +8,9 @@ export const MASK_ALPHA = 110; // of 255: translucent, the card and its outline 
 const OUTLINE_COLOR = '#7CFC00'; // lawn green: visible on the blue mask and on most tables
 const OUTLINE_WIDTH = 3; // px of the 480x640 canvas
 const CORNER_RADIUS = 5;
+// The other cards in view: thin and faint, so the one Capture takes stands out.
+const OTHER_COLOR = 'rgba(255, 255, 255, 0.55)';
+const OTHER_WIDTH = 1.5;
 
 export class Overlay {
   constructor(maskCanvas, outlineCanvas) {
@@ -27,18 +30,29 @@ export class Overlay {
     return n;
   }
 
-  /** points: 8 values, TL, TR, BR, BL in pixel-index coordinates; null clears the outline. */
-  drawOutline(points) {
+  /**
+   * points: the app's card, 8 values TL, TR, BR, BL in pixel-index coordinates, or null; others:
+   * the other cards' corners (8 values each, the first `count`), drawn faint.
+   */
+  drawOutline(points, others = null, count = 0) {
     const g = this.outline;
     g.clearRect(0, 0, MODEL_WIDTH, MODEL_HEIGHT);
-    if (!points) return;
     // Pixel-index -> canvas coordinates (the canvas spans 0..480: the centre of pixel 0 is 0.5).
+    g.lineJoin = 'round';
+    g.lineWidth = OTHER_WIDTH;
+    g.strokeStyle = OTHER_COLOR;
+    for (let k = 0; k < count; k += 1) {
+      g.beginPath();
+      for (let i = 0; i < 8; i += 2) g.lineTo(others[8 * k + i] + 0.5, others[8 * k + i + 1] + 0.5);
+      g.closePath();
+      g.stroke();
+    }
+    if (!points) return;
     g.beginPath();
     for (let i = 0; i < 8; i += 2) g.lineTo(points[i] + 0.5, points[i + 1] + 0.5);
     g.closePath();
     g.lineWidth = OUTLINE_WIDTH;
     g.strokeStyle = OUTLINE_COLOR;
-    g.lineJoin = 'round';
     g.stroke();
     g.fillStyle = OUTLINE_COLOR;
     for (let i = 0; i < 8; i += 2) {

@@ -56,8 +56,8 @@ export class Scanner {
   }
 
   /** One camera frame (the ImageBitmap is transferred: the worker closes it). */
-  process(bitmap, crop, corners) {
-    return this.request({ type: 'frame', bitmap, crop, corners }, [bitmap]);
+  process(bitmap, crop) {
+    return this.request({ type: 'frame', bitmap, crop }, [bitmap]);
   }
 
   /** The card of the newest frame with corners, flat: {blob, width, height, quad, frame}. */

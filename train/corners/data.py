@@ -2,9 +2,12 @@
 
 The user's dataset is never written to. The cache holds symbolic links to the images (Ultralytics
 finds labels by replacing /images/ with /labels/ in the image path, so the links are what lets
-the labels live elsewhere) and one label file per image:
+the labels live elsewhere) and one label file per image, one line per card:
 
     0 cx cy w h  x1 y1 v1  x2 y2 v2  x3 y3 v3  x4 y4 v4      (all normalised to 0..1)
+
+An image's entry in corner_annotations.json is one card's 4 points, or a list of quads (one per
+card, [] for none); corner_visibility.json (the generator's) follows the same shape.
 
 Coordinates: the annotations use the pixel-centre convention (the centre of the top-left pixel is
 (0, 0), as cv2.warpPerspective), Ultralytics the continuous one (the image spans 0..W), so
@@ -22,9 +25,18 @@ import tempfile
 
 import numpy as np
 
-from common import CORNERS_FILE, IMAGE_HEIGHT, IMAGE_WIDTH, REPO_ROOT, SPLITS, VISIBILITY_FILE, DataError
-from dataset import GENERATE_HINT, IMAGE_EXTS
-from synthetic import corner_order, order_corners
+from common import (
+    CORNERS_FILE,
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    REPO_ROOT,
+    SPLITS,
+    VISIBILITY_FILE,
+    DataError,
+    corner_order,
+    order_corners,
+)
+from segmentation.dataset import GENERATE_HINT, IMAGE_EXTS
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +75,31 @@ def in_frame(xy: np.ndarray, width: int = IMAGE_WIDTH, height: int = IMAGE_HEIGH
     return (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
 
 
-def load_corner_annotations(path: str) -> dict[str, dict[str, np.ndarray]]:
-    """corner_annotations.json -> {split: {image name: (4, 2) float64}}, every entry checked.
+def parse_entry(value, where: str) -> np.ndarray:
+    """One image's corner_annotations.json value -> (N, 4, 2) float64: one quad [[x, y] x 4] is one
+    card (the users' format), a list of quads is one card each, an empty list is no card."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: expected 4 [x, y] points (one card) or a list of them (one per card), got "
+                        f"{json.dumps(value)[:80]}") from None
+    if arr.shape == (NUM_CORNERS, 2):
+        arr = arr[None]
+    elif arr.size == 0 and arr.ndim == 1:
+        arr = np.zeros((0, NUM_CORNERS, 2))
+    if arr.ndim != 3 or arr.shape[1:] != (NUM_CORNERS, 2):
+        raise DataError(f"{where}: expected 4 [x, y] points (one card) or a list of them (one per card), got shape "
+                        f"{list(arr.shape)} ({json.dumps(value)[:80]})")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{where}: corner coordinates must be finite numbers")
+    return arr
 
-    Errors name the file and the key: a malformed JSON, a split that is not an object, an entry
-    that is not exactly 4 finite [x, y] points.
+
+def load_corner_annotations(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """corner_annotations.json -> {split: {image name: (N, 4, 2) float64}}, every entry checked.
+
+    An entry is one card's 4 points or a list of such quads (several cards; [] for none). Errors
+    name the file and the key: a malformed JSON, a split that is not an object, an entry of another shape.
     """
     if not os.path.isfile(path):
         raise DataError(f"{path} does not exist: the corner model needs {CORNERS_FILE} next to train/ and test/; "
@@ -84,22 +116,9 @@ def load_corner_annotations(path: str) -> dict[str, dict[str, np.ndarray]]:
     for split in SPLITS:
         entries = raw.get(split, {})
         if not isinstance(entries, dict):
-            raise DataError(f"{path}: \"{split}\" must map image names to 4 [x, y] points, "
+            raise DataError(f"{path}: \"{split}\" must map image names to their cards' corners, "
                             f"got {type(entries).__name__}")
-        parsed = {}
-        for name, pts in entries.items():
-            where = f"{path}: \"{split}\" -> \"{name}\""
-            try:
-                arr = np.asarray(pts, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: expected 4 [x, y] points, got {json.dumps(pts)[:80]}") from None
-            if arr.shape != (NUM_CORNERS, 2):
-                raise DataError(f"{where}: expected exactly 4 [x, y] points, got shape {list(arr.shape)} "
-                                f"({json.dumps(pts)[:80]})")
-            if not np.isfinite(arr).all():
-                raise DataError(f"{where}: corner coordinates must be finite numbers")
-            parsed[name] = arr
-        out[split] = parsed
+        out[split] = {name: parse_entry(pts, f"{path}: \"{split}\" -> \"{name}\"") for name, pts in entries.items()}
     unknown = sorted(set(raw) - set(SPLITS))
     if unknown:
         logger.warning("%s: ignoring unknown top-level keys %s (expected %s)", path, unknown, list(SPLITS))
@@ -117,11 +136,11 @@ def list_images(root: str, split: str) -> list[str]:
     return names
 
 
-def corner_samples(root: str, split: str, annotations: dict | None = None) -> list[tuple[str, np.ndarray | None]]:
-    """[(image path, (4, 2) corners in TL, TR, BR, BL order or None for a negative)] of one split.
+def corner_samples(root: str, split: str, annotations: dict | None = None) -> list[tuple[str, np.ndarray]]:
+    """[(image path, (N, 4, 2) each card's corners in TL, TR, BR, BL order)] of one split; N = 0 for
+    an image without a card.
 
-    Every annotated name must exist as an image of that split; images without an entry are
-    negatives (no card).
+    Every annotated name must exist as an image of that split; images without an entry have no card.
     """
     if annotations is None:
         annotations = load_corner_annotations(os.path.join(root, CORNERS_FILE))
@@ -133,16 +152,23 @@ def corner_samples(root: str, split: str, annotations: dict | None = None) -> li
                         f"{os.path.join(root, split, 'images', missing[0])}"
                         + (f" (and {len(missing) - 1} more entries)" if len(missing) > 1 else ""))
     img_dir = os.path.join(root, split, "images")
-    return [(os.path.join(img_dir, n), canonical_order(entries[n]) if n in entries else None) for n in names]
+    empty = np.zeros((0, NUM_CORNERS, 2))
+    return [(os.path.join(img_dir, n), np.stack([canonical_order(c) for c in entries[n]]) if len(entries.get(n, empty))
+             else empty) for n in names]
+
+
+def card_samples(samples: list[tuple[str, np.ndarray]]) -> list[tuple[str, int, np.ndarray]]:
+    """corner_samples' images -> one (image path, card index, (4, 2) corners) per card."""
+    return [(p, k, c) for p, cards in samples for k, c in enumerate(cards)]
 
 
 HIDDEN_STATE = 1   # corner_visibility.json: 0 outside the frame, 1 inside but hidden, 2 visible
 
 
-def corner_states(root: str, split: str, samples: list[tuple[str, np.ndarray | None]]) -> np.ndarray | None:
-    """(M, 4) int corner states from the generator's corner_visibility.json, in the canonical corner
-    order of `samples` (corner_samples(root, split)); -1 for an image without a card or without an
-    entry. None when the dataset has no such file (users' data: the states are the generator's)."""
+def corner_states(root: str, split: str, samples: list[tuple[str, np.ndarray]]) -> list[np.ndarray] | None:
+    """Per sample of corner_samples(root, split), (N, 4) int corner states from the generator's
+    corner_visibility.json, in the canonical corner order; -1 for a card without an entry. None when
+    the dataset has no such file (users' data: the states are the generator's)."""
     path = os.path.join(root, VISIBILITY_FILE)
     if not os.path.isfile(path):
         return None
@@ -150,13 +176,19 @@ def corner_states(root: str, split: str, samples: list[tuple[str, np.ndarray | N
         with open(path, encoding="utf-8") as f:
             entries = json.load(f)[split]
         raw = load_corner_annotations(os.path.join(root, CORNERS_FILE))[split]
-        out = np.full((len(samples), NUM_CORNERS), -1, np.int64)
-        for i, (p, c) in enumerate(samples):
+        out = []
+        for p, cards in samples:
             name = os.path.basename(p)
-            if c is not None and name in entries and name in raw:
-                out[i] = np.asarray(entries[name], np.int64)[canonical_permutation(raw[name])]
+            states = np.full((len(cards), NUM_CORNERS), -1, np.int64)
+            if len(cards) and name in entries and name in raw:
+                given = np.asarray(entries[name], np.int64).reshape(-1, NUM_CORNERS)
+                if len(given) != len(raw[name]):
+                    raise ValueError(f"{name}: {len(given)} cards' states for {len(raw[name])} cards")
+                for k, (st, c) in enumerate(zip(given, raw[name])):
+                    states[k] = st[canonical_permutation(c)]
+            out.append(states)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
-        raise DataError(f"{path}: not a corner_visibility.json with 4 states per {split} image "
+        raise DataError(f"{path}: not a corner_visibility.json with 4 states per card of each {split} image "
                         f"({type(e).__name__}: {e})") from None
     return out
 
@@ -214,7 +246,7 @@ def build_pose_dataset(root: str, cache_dir: str = DEFAULT_CACHE_DIR) -> str:
     if os.path.isfile(yaml_path):
         return yaml_path
 
-    val_corners = sum(int(in_frame(c).sum()) for _, c in samples["test"] if c is not None)
+    val_corners = sum(int(in_frame(c).sum()) for _, c in samples["test"])
     if not val_corners:
         raise DataError(f"{ann_path}: the \"test\" split has no annotated card corner inside the frame; it is the "
                         f"validation split of the corner model, which needs some to measure corner error")
@@ -226,18 +258,25 @@ def build_pose_dataset(root: str, cache_dir: str = DEFAULT_CACHE_DIR) -> str:
             os.makedirs(img_out)
             os.makedirs(lbl_out)
             n_neg = n_hidden = 0
-            for path, corners in samples[split]:
+            n_cards = 0
+            for path, cards in samples[split]:
                 name = os.path.basename(path)
                 _link(path, os.path.join(img_out, name))
-                line = None if corners is None else label_line(corners)
-                if corners is not None and line is None:
-                    logger.warning("%s: the card's corners leave no box inside the image; trained as background", path)
-                n_neg += line is None
-                n_hidden += 0 if corners is None else int((~in_frame(corners)).sum())
+                lines = []
+                for corners in cards:
+                    line = label_line(corners)
+                    if line is None:
+                        logger.warning("%s: a card's corners leave no box inside the image; trained as background",
+                                       path)
+                    else:
+                        lines.append(line)
+                n_neg += not lines
+                n_cards += len(lines)
+                n_hidden += int((~in_frame(cards)).sum())
                 with open(os.path.join(lbl_out, os.path.splitext(name)[0] + ".txt"), "w") as f:
-                    f.write("" if line is None else line + "\n")
-            logger.info("%s: %d images, %d without a card, %d corners outside the frame", split,
-                        len(samples[split]), n_neg, n_hidden)
+                    f.write("".join(line + "\n" for line in lines))
+            logger.info("%s: %d images, %d cards, %d images without a card, %d corners outside the frame", split,
+                        len(samples[split]), n_cards, n_neg, n_hidden)
         yaml_text = "\n".join([
             f"# Generated by train/corners/data.py from {root}; do not edit (a changed dataset gets a new folder).",
             f"path: {out}",

@@ -1,12 +1,19 @@
-"""Corner checkpoint (+ refiner) -> one ONNX graph behind a parity gate: the library under
+"""Corner checkpoint (+ refiner) -> ONNX graphs behind a parity gate: the library under
 export_corners.py.
 
-Graph contract (documented in the model card):
-    input  "images":  float32 [1, 3, 640, 480], RGB, 0..1
-    output "output0": float32 [1, 17, 6300], the detector's candidates, decoded by
-                      corners/metrics.decode_tensor
-    output "corners": float32 [1, 4, 2], those corners refined (corners/refine.py), continuous px
-    output "score":   float32 [1], the card's confidence
+Graph contract of card_corners.onnx (documented in the model card):
+    input  "images":      float32 [1, 3, 640, 480], RGB, 0..1
+    output "output0":     float32 [1, 17, 6300], the detector's candidates (corners/metrics.py)
+    output "cards":       float32 [1, MAX_CARDS, 4, 2], every card found, best first, continuous px
+                          (the detector's corners; card_corners_refiner.onnx refines them)
+    output "card_scores": float32 [1, MAX_CARDS], their confidences, 0 in an empty slot
+    output "corners":     float32 [1, 4, 2], the frame's card (the strong card nearest the centre)
+                          refined (corners/refine.py), continuous px
+    output "score":       float32 [1], its confidence; 0 when there is none or the quad is not a card
+    outputs "visibility", "fallback": float32 [1, 4], diagnostics of `corners`
+and of card_corners_refiner.onnx (FP32, the same refine stage on any quads of a frame):
+    inputs  "images" as above, "quads": float32 [N, 4, 2] continuous px
+    outputs "corners" [N, 4, 2], "valid" [N] (1: a card's shape, 0: not), "visibility", "fallback" [N, 4]
 """
 
 from __future__ import annotations
@@ -22,13 +29,17 @@ import torch
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
 from corners.data import NUM_CORNERS, corner_samples
-from corners.metrics import DEFAULT_CONF, decode_tensor, jsonable
+from corners.metrics import DEFAULT_CONF, central_index, decode_cards_tensor, jsonable, pick
 from corners.predict import (
+    CARD_SCORES_OUTPUT,
+    CARDS_OUTPUT,
     FALLBACK_OUTPUT,
     INPUT_NAME,
+    QUADS_INPUT,
     RAW_OUTPUT,
     REFINED_OUTPUT,
     SCORE_OUTPUT,
+    VALID_OUTPUT,
     VISIBILITY_OUTPUT,
     load_checked,
     load_pose_model,
@@ -36,7 +47,14 @@ from corners.predict import (
     to_input,
     torch_runner,
 )
-from corners.refine import OUTSIDE_MARGIN_PX, REFINE_STEPS, DecodeAndRefine, finish_corners, refiner_geometry
+from corners.refine import (
+    OUTSIDE_MARGIN_PX,
+    REFINE_STEPS,
+    DecodeAndRefine,
+    RefineQuads,
+    finish_corners,
+    refiner_geometry,
+)
 from onnx_utils import GateError, check_model, ort_session
 
 # opset 17: every onnxruntime build we target runs it (web 1.22 WASM/WebGPU, Mobile, CPU/CUDA).
@@ -69,13 +87,19 @@ def ultralytics_export(checkpoint: str, fmt: str, out_dir: str, stem: str, **kwa
 
 def gate_images(data_path: str, n: int = GATE_IMAGES, split: str = "test") -> np.ndarray:
     """(n, 640, 480, 3) uint8 RGB test images with a card (the gate compares corners)."""
-    samples = [p for p, c in corner_samples(data_path, split) if c is not None][:n]
+    return np.stack([load_checked(p) for p, _ in gate_samples(data_path, n, split)])
+
+
+def gate_samples(data_path: str, n: int = GATE_IMAGES, split: str = "test") -> list[tuple[str, np.ndarray]]:
+    """The first n test images with a card and their (N, 4, 2) annotated cards."""
+    samples = [(p, c) for p, c in corner_samples(data_path, split) if len(c)][:n]
     if not samples:
         raise DataError(f"{os.path.join(data_path, split)}: no image with annotated corners for the parity gate")
-    return np.stack([load_checked(p) for p in samples])
+    return samples
 
 
-STAGE_OUTPUTS = [REFINED_OUTPUT, SCORE_OUTPUT, VISIBILITY_OUTPUT, FALLBACK_OUTPUT]
+STAGE_OUTPUTS = [REFINED_OUTPUT, SCORE_OUTPUT, VISIBILITY_OUTPUT, FALLBACK_OUTPUT, CARDS_OUTPUT, CARD_SCORES_OUTPUT]
+REFINER_OUTPUTS = [REFINED_OUTPUT, VALID_OUTPUT, VISIBILITY_OUTPUT, FALLBACK_OUTPUT]
 
 
 def refine_stage_onnx(refiner, opset: int) -> onnx.ModelProto:
@@ -89,6 +113,47 @@ def refine_stage_onnx(refiner, opset: int) -> onnx.ModelProto:
     torch.onnx.export(stage, (images, output0), buf, input_names=[INPUT_NAME, RAW_OUTPUT],
                       output_names=STAGE_OUTPUTS, opset_version=opset, dynamo=False)
     return onnx.load_from_string(buf.getvalue())
+
+
+def refiner_onnx(refiner, opset: int) -> onnx.ModelProto:
+    """corners.refine.RefineQuads as an FP32 ONNX graph (card_corners_refiner.onnx): inputs `images`
+    [1, 3, 640, 480] and `quads` [N, 4, 2], N free; outputs REFINER_OUTPUTS."""
+    stage = RefineQuads(refiner).float().eval()
+    images = torch.zeros(1, 3, IMAGE_HEIGHT, IMAGE_WIDTH)
+    # Two quads: traced on the path where several quads share the one image.
+    quads = torch.tensor([[[100.0, 100.0], [300.0, 100.0], [300.0, 380.0], [100.0, 380.0]]] * 2)
+    buf = io.BytesIO()
+    torch.onnx.export(stage, (images, quads), buf, input_names=[INPUT_NAME, QUADS_INPUT], output_names=REFINER_OUTPUTS,
+                      dynamic_axes={QUADS_INPUT: {0: "cards"}, **{o: {0: "cards"} for o in REFINER_OUTPUTS}},
+                      opset_version=opset, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def refiner_gate(onnx_path: str, refiner, images: np.ndarray, quads: list[np.ndarray]) -> dict:
+    """card_corners_refiner.onnx against RefineQuads in PyTorch (float64 crops' positions as the file
+    computes them in float32) on images (n, 640, 480, 3) and per image quads (N, 4, 2) continuous px:
+    the refined corners within GATE_STAGE_DIFF_PX and `valid` alike."""
+    check_model(onnx_path)
+    sess = ort_session(onnx_path)
+    stage = RefineQuads(refiner).float().eval()
+    worst, mismatches, tested = 0.0, 0, 0
+    for image, q in zip(images, quads):
+        if not len(q):
+            continue
+        x = to_input(image[None])
+        corners, valid = sess.run([REFINED_OUTPUT, VALID_OUTPUT], {INPUT_NAME: x, QUADS_INPUT: q.astype(np.float32)})
+        with torch.no_grad():
+            ref, ref_valid, _, _ = stage(torch.from_numpy(x), torch.from_numpy(q.astype(np.float32)))
+        worst = max(worst, float(np.abs(corners - ref.numpy()).max()))
+        mismatches += int((valid != ref_valid.numpy()).sum())
+        tested += len(q)
+    result = {"quads": tested, "max_diff_px": round(worst, 5), "valid_mismatches": mismatches,
+              "max_allowed_px": GATE_STAGE_DIFF_PX}
+    if not tested or not np.isfinite(worst) or worst > GATE_STAGE_DIFF_PX or mismatches:
+        raise GateError(f"{onnx_path} fails the parity gate: refined corners differ by up to {worst:.4f} px "
+                        f"(<= {GATE_STAGE_DIFF_PX} needed), card shape judged differently on {mismatches} of "
+                        f"{tested} quads")
+    return result
 
 
 def append_refiner(detector: onnx.ModelProto, stage: onnx.ModelProto) -> onnx.ModelProto:
@@ -153,17 +218,22 @@ def parity_gate(onnx_path: str, model, images: np.ndarray, refiner=None, precisi
 
 
 def stage_difference(onnx_path: str, refiner, images: np.ndarray) -> float:
-    """Max |corners - finish_corners(output0)| px over images, both from the file's own output0."""
+    """Max |outputs - PyTorch's stage on the file's own output0| px over images: the refined
+    `corners`, every card's `cards` (a score flip, in `score` or `card_scores`, fails too)."""
     sess = ort_session(onnx_path)
     worst = 0.0
     for i in range(len(images)):
         x = to_input(images[i:i + 1])
-        output0, corners, score = sess.run([RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT], {INPUT_NAME: x})
-        raw, best = decode_tensor(torch.from_numpy(output0.astype(np.float64)))
+        output0, corners, score, cards, scores = sess.run([RAW_OUTPUT, REFINED_OUTPUT, SCORE_OUTPUT, CARDS_OUTPUT,
+                                                           CARD_SCORES_OUTPUT], {INPUT_NAME: x})
+        raw_cards, raw_scores = decode_cards_tensor(torch.from_numpy(output0.astype(np.float64)))
+        raw, best = pick(raw_cards, raw_scores, central_index(raw_cards, raw_scores))
         with torch.no_grad():
             expected, expected_score, _, _ = finish_corners(refiner, torch.from_numpy(x), raw, best)
         worst = max(worst, float(np.abs(corners - expected.numpy()).max()),
-                    1000.0 * float(np.abs(score - expected_score.numpy()).max()))   # a score flip fails too
+                    float(np.abs(cards - raw_cards.numpy()).max()),
+                    1000.0 * float(np.abs(score - expected_score.numpy()).max()),
+                    1000.0 * float(np.abs(scores - raw_scores.numpy()).max()))
     return worst
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import TRAIN_DIR, DataError
-from corners.metrics import decode_tensor
+from corners.metrics import central_index, decode_cards_tensor, pick
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +112,12 @@ def crop_offsets(dtype=torch.float32, device=None) -> torch.Tensor:
 
 
 def extract_crops(images: torch.Tensor, centres: torch.Tensor, rot: torch.Tensor, spacing=1.0) -> torch.Tensor:
-    """images (B, 3, H, W) float; centres (B, K, 2) continuous px; rot (K, 2, 2) or (B, K, 2, 2);
-    spacing: image px per crop px, a number or (K,) / (B, K) per crop
-    -> crops (B * K, 3, CROP_PX, CROP_PX), image b's K crops consecutive."""
+    """images (B, 3, H, W) float, or (1, 3, H, W) shared by every row of centres; centres (B, K, 2)
+    continuous px; rot (K, 2, 2) or (B, K, 2, 2); spacing: image px per crop px, a number or (K,) /
+    (B, K) per crop -> crops (B * K, 3, CROP_PX, CROP_PX), row b's K crops consecutive."""
     b, k = centres.shape[:2]
     h, w = images.shape[-2:]
+    shared = images.shape[0] == 1 and b != 1      # several cards' quads on one image
     # grid_sample with align_corners=False: -1 and 1 are the outer edges of the image, exactly
     # continuous 0 and W (H). One affine map per crop, crop offset (x, y, 1) -> that normalised
     # position, (2 / size) * (centre + s * R @ offset) - 1, built on the small (B, K, 2, 3) tensors:
@@ -128,8 +129,13 @@ def extract_crops(images: torch.Tensor, centres: torch.Tensor, rot: torch.Tensor
     affine = torch.cat([linear, (centres * scale - 1)[..., None]], -1)                 # (B, K, 2, 3)
     offsets = crop_offsets(images.dtype, images.device)
     offsets = torch.cat([offsets, torch.ones_like(offsets[:, :1])], -1)               # (P, 3)
-    grid = (offsets @ affine.transpose(-1, -2)).reshape(b, k * CROP_PX, CROP_PX, 2)
-    crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = offsets @ affine.transpose(-1, -2)                                        # (B, K, P, 2)
+    if shared:   # one image: every row's crops stacked along its height, (1, 3, B * K * CROP, CROP)
+        crops = F.grid_sample(images, grid.reshape(1, -1, CROP_PX, 2), mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+        return crops.reshape(3, -1, CROP_PX, CROP_PX).transpose(0, 1)
+    crops = F.grid_sample(images, grid.reshape(b, k * CROP_PX, CROP_PX, 2), mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
     # (B, 3, K * CROP, CROP) -> (B * K, 3, CROP, CROP)
     return crops.reshape(b, 3, k, CROP_PX, CROP_PX).transpose(1, 2).reshape(b * k, 3, CROP_PX, CROP_PX)
 
@@ -355,18 +361,36 @@ def finish_corners(refiner: CornerRefiner, images: torch.Tensor, corners: torch.
 
 
 class DecodeAndRefine(nn.Module):
-    """The post-processing stage inside card_corners.onnx: the detector's raw output -> the card's
-    corners and confidence. images (1, 3, 640, 480), output0 (1, 17, 6300) -> corners (1, 4, 2)
-    continuous px, score (1,), visibility (1, 4), fallback (1, 4) (finish_corners says what each is)."""
+    """The post-processing stage inside card_corners.onnx: the detector's raw output -> every card
+    (the detector's corners, best first) and the frame's card (corners/metrics.central_index)
+    refined. images (1, 3, 640, 480), output0 (1, 17, 6300) -> corners (1, 4, 2) continuous px,
+    score (1,), visibility (1, 4), fallback (1, 4) (finish_corners says what each is), cards
+    (1, MAX_CARDS, 4, 2) continuous px and card_scores (1, MAX_CARDS) (0: an empty slot)."""
 
     def __init__(self, refiner: CornerRefiner):
         super().__init__()
         self.refiner = refiner
 
-    def forward(self, images: torch.Tensor, output0: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        corners, score = decode_tensor(output0)
-        return finish_corners(self.refiner, images, corners, score)
+    def forward(self, images: torch.Tensor, output0: torch.Tensor):
+        cards, scores = decode_cards_tensor(output0)
+        corners, score = pick(cards, scores, central_index(cards, scores, images.shape[-1], images.shape[-2]))
+        return (*finish_corners(self.refiner, images, corners, score), cards, scores)
+
+
+class RefineQuads(nn.Module):
+    """card_corners_refiner.onnx: any quads on one frame refined, as card_corners.onnx refines its card.
+    images (1, 3, 640, 480), quads (N, 4, 2) continuous px (the graph's `cards`, or the corners of
+    an earlier frame) -> corners (N, 4, 2), valid (N,) 1 where the result is a card's shape
+    (quad_is_card) else 0, visibility (N, 4), fallback (N, 4)."""
+
+    def __init__(self, refiner: CornerRefiner):
+        super().__init__()
+        self.refiner = refiner
+
+    def forward(self, images: torch.Tensor, quads: torch.Tensor):
+        ones = torch.ones(quads.shape[0], dtype=quads.dtype, device=quads.device)
+        corners, valid, visibility, fallback = finish_corners(self.refiner, images, quads, ones)
+        return corners, valid, visibility, fallback
 
 
 def refiner_geometry() -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from common import IMAGE_HEIGHT, IMAGE_WIDTH
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, order_corners
 
 # Card raster in card pixels: 5:7 like a 63 x 88 mm card (320 / 448 = 0.714 ~ 63 / 88 = 0.716).
 CARD_W = 320
@@ -284,21 +284,6 @@ def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ rx @ ry
-
-
-def corner_order(pts: np.ndarray) -> np.ndarray:
-    """Indices that put (4, 2) points clockwise on screen (y down) by angle around the centroid,
-    starting at the smallest x + y."""
-    pts = np.asarray(pts, np.float64)
-    c = pts.mean(0)
-    idx = np.argsort(np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0]))
-    return np.roll(idx, -int(np.argmin(pts[idx].sum(1))))
-
-
-def order_corners(pts: np.ndarray) -> np.ndarray:
-    """The points in corner_order: TL, TR, BR, BL for an upright card."""
-    pts = np.asarray(pts, np.float64)
-    return pts[corner_order(pts)]
 
 
 def _pose_corners(rng: np.random.Generator, min_area: float = MIN_AREA, max_area: float = MAX_AREA,

@@ -17,7 +17,9 @@ Two architecture options trade accuracy for speed (train.py --output-stride / --
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
+import types
 
 import torch
 from torch import nn
@@ -146,6 +148,26 @@ def to_output_stride_32(model: nn.Module) -> nn.Module:
     return model
 
 
+class _Unpickler(pickle.Unpickler):
+    """Reads checkpoints pickled before this module moved into the segmentation package: a pruned
+    model is stored whole (`model_object`), and its class was then `model.CardSegmenter`."""
+
+    def find_class(self, module: str, name: str):
+        return super().find_class(MOVED_MODULES.get(module, module), name)
+
+
+MOVED_MODULES = {"model": __name__}
+# torch.load takes a pickle module; this one differs from pickle only in its Unpickler.
+_PICKLE = types.ModuleType("segmentation_checkpoint_pickle")
+_PICKLE.__dict__.update({k: getattr(pickle, k) for k in ("load", "loads", "dump", "dumps", "Pickler")},
+                        Unpickler=_Unpickler)
+
+
+def load_checkpoint(path: str, map_location: str = "cpu") -> dict:
+    """torch.load of a train.py / prune.py checkpoint (a trusted file: a pruned model is pickled whole)."""
+    return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_PICKLE)
+
+
 def load_checkpoint_model(path: str, map_location: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model of a train.py (or prune.py) checkpoint; returns (model in eval mode, checkpoint).
 
@@ -159,7 +181,7 @@ def load_checkpoint_model(path: str, map_location: str = "cpu") -> tuple[nn.Modu
     if not os.path.isfile(path):
         raise DataError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = load_checkpoint(path, map_location)
     except Exception as e:
         raise DataError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ("model" not in ckpt and "model_object" not in ckpt):

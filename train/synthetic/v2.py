@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from common import IMAGE_HEIGHT, IMAGE_WIDTH
-from photos import PhotoPool
-from synthetic import (
+from synthetic.photos import PhotoPool
+from synthetic.v1 import (
     _CARD_ALPHA,
     CARD_H,
     CARD_W,
@@ -75,6 +75,8 @@ class Preset:
     low_light: float = 0.12
     over_exposure: float = 0.08
     strong_cast: float = 0.2
+    multi: float = 0.25               # card frames showing several cards (synthetic/multi.py)
+    touching: float = 0.35            # rows and grids of several cards without gaps
 
 
 V2 = Preset()
@@ -82,7 +84,7 @@ V2 = Preset()
 # out-of-frame cards in far larger shares than in training data.
 HARD = Preset(negative=0.05, outside=0.3, thumb_corner=0.6, edge_fingers=0.25, border_hand=0.2, behind_fingers=0.3,
               structured=0.85, touching_region=0.4, dark_border_dark_scene=0.3, card_back=0.1, glare_band=0.35,
-              low_light=0.2, over_exposure=0.12)
+              low_light=0.2, over_exposure=0.12, multi=0.3, touching=0.5)
 PRESETS = {"v2": V2, "hard": HARD}
 
 
@@ -407,12 +409,11 @@ def _exposure(rng: np.random.Generator, preset: Preset, img: np.ndarray) -> tupl
     return img, noise
 
 
-def render_scene_v2(rng: np.random.Generator, preset: Preset = V2, negative: bool = False,
-                    photos: PhotoPool | None = None) -> Scene:
-    """One 480x640 v2 frame: RGB image, 0/255 mask (fingers excluded), the true corners and their
-    states (outside the frame, hidden under a finger, visible)."""
+def scene_background(rng: np.random.Generator, preset: Preset, photos: PhotoPool | None, dark_scene: bool = False
+                     ) -> np.ndarray:
+    """(640, 480, 3) float32: a photo, a room or desk, or a plain (dark) surface, with clutter and
+    depth of field."""
     h, w = IMAGE_HEIGHT, IMAGE_WIDTH
-    dark_scene = not negative and rng.random() < preset.dark_border_dark_scene
     if photos is not None and not dark_scene and rng.random() < preset.photo_background:
         img = photos.crop(rng, w, h, min_frac=0.4, jitter=0.5).astype(np.float32)
     elif not dark_scene and rng.random() < preset.structured:
@@ -425,6 +426,22 @@ def render_scene_v2(rng: np.random.Generator, preset: Preset = V2, negative: boo
         img = clutter.astype(np.float32)
     if rng.random() < preset.background_blur:   # depth of field: the card is in focus, the room is not
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(1.5, 5))
+    return img
+
+
+def finish(rng: np.random.Generator, preset: Preset, img: np.ndarray) -> np.ndarray:
+    """Light, exposure and the camera: the float32 scene -> the (640, 480, 3) uint8 frame."""
+    img, noise = _exposure(rng, preset, _lighting(rng, img))
+    return _camera_noisy(rng, img, noise)
+
+
+def render_scene_v2(rng: np.random.Generator, preset: Preset = V2, negative: bool = False,
+                    photos: PhotoPool | None = None) -> Scene:
+    """One 480x640 v2 frame: RGB image, 0/255 mask (fingers excluded), the true corners and their
+    states (outside the frame, hidden under a finger, visible)."""
+    h, w = IMAGE_HEIGHT, IMAGE_WIDTH
+    dark_scene = not negative and rng.random() < preset.dark_border_dark_scene
+    img = scene_background(rng, preset, photos, dark_scene)
     mask = np.zeros((h, w), np.uint8)
     if negative:
         if rng.random() < preset.border_hand:
