@@ -43,6 +43,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "train"))
@@ -53,16 +55,21 @@ from onnx_utils import conv_macs, machine_description, onnx_latencies, sha256  #
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  "--disable-sync", "--mute-audio"]
 PAGE_TIMEOUT_MS = 900_000
-# The app's per-frame work timed bare: on the benchmark page every round runs the segmentation
-# model, then the corner model (what the app runs while a card is in view), in the app's worker and,
-# for comparison, on the main thread. The other cadences' costs follow from the same rounds.
+# The app's per-frame work timed bare on the benchmark page, in the app's worker: every round the
+# segmentation model, then the corner model every Nth round (0: never) and, where the app follows
+# its card, the refiner on the rounds between. The segmentation-only cost follows from the rounds.
 SCHEDULES = [
-    # label, corner model every N frames (0: never), where; "derived" rows come from the worker rounds
-    ("segmentation + corners (card in view)", 1, "worker"),
-    ("segmentation only (no card in view)", 0, "derived"),
-    ("segmentation + corners every 2nd frame (not used)", 2, "derived"),
-    ("segmentation + corners, on the main thread (not used)", 1, "main"),
+    # label, corner model every N frames, refiner between, where ("derived": from the app's rounds)
+    ("segmentation + corner model on every frame (the app before it followed its card)", 1, False, "worker"),
+    ("segmentation + corner model every 4th frame, the refiner on the others (the app)", 4, True, "worker"),
+    ("segmentation only (no card in view)", 0, False, "derived"),
 ]
+# The app before the speed work (the start of the speed issue), checked out from git history and
+# run on the same fake camera in the same command: --baseline-app.
+BASELINE_APP = "219cf49"
+MOVING_SPEED_PX_S = 150.0
+# The card of the app rows: held in the guide (pixel-index TL, TR, BR, BL of the 480x640 crop).
+CARD_IN_GUIDE = [[112, 140], [368, 134], [372, 504], [108, 500]]
 
 # The speed issue's frozen baselines: the full model as committed before the speed work. Taken
 # from git history (commit, path) and checked by hash prefix.
@@ -212,8 +219,67 @@ def run_app(playwright, chromium: str, url: str, camera: str, warmup: int, secon
     if card and not r["points"]:
         raise SystemExit("benchmark.py: the app lost the card during the run")
     return {"fps": _median(r["fps"]), "inference_ms": _median(r["inference"]), "frame_ms": _median(r["frame"]),
-            "stages_ms": {k: _median(v) for k, v in r["stages"].items()},
-            "fps_samples": r["fps"], "page_fps": r["page_fps"], "max_frame_gap_ms": r["max_frame_gap_ms"]}
+            "fps_samples": r["fps"], "inference_samples": r["inference"], "frame_samples": r["frame"],
+            "stage_samples": r["stages"], "page_fps": r["page_fps"], "max_frame_gap_ms": r["max_frame_gap_ms"]}
+
+
+# Runs in the app's page on the moving card: every 100 ms, the index of the camera frame on screen
+# (coded in the frame's left margin, read from the video element) and the outline's corners.
+MOVING_WATCH_JS = """async ([warmup, seconds, codeBits, codePx, codeX, codeY]) => {
+    await new Promise((r) => setTimeout(r, warmup * 1000));
+    const video = document.querySelector('#video');
+    const corners = document.querySelector('[data-testid="corners"]');
+    const fpsEl = document.querySelector('[data-testid="fps"]');
+    const c = new OffscreenCanvas(codeX + codeBits * codePx, codeY + codePx);
+    const g = c.getContext('2d', {willReadFrequently: true});
+    const samples = [];
+    const frames0 = +fpsEl.dataset.frames; const t0 = performance.now();
+    while (performance.now() - t0 < seconds * 1000) {
+        g.drawImage(video, 0, 0, c.width, c.height, 0, 0, c.width, c.height);
+        const d = g.getImageData(0, 0, c.width, c.height).data;
+        let code = 0;
+        for (let b = 0; b < codeBits; b += 1) {
+            const x = codeX + b * codePx + (codePx >> 1); const y = codeY + (codePx >> 1);
+            if (d[4 * (y * c.width + x)] > 127) code |= 1 << b;
+        }
+        samples.push({code, points: corners.dataset.points});
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    return {samples, frames: +fpsEl.dataset.frames - frames0, seconds: (performance.now() - t0) / 1000};
+}"""
+
+
+def run_moving(playwright, chromium: str, url: str, camera: str, truth: list, warmup: int, seconds: int) -> dict:
+    """The app on a card moving left and right: how far its outline trails the card on screen
+    (the mean distance of the outline's corners from the card's true corners in the frame shown, px
+    of the 480x640 input), sampled every 100 ms, and how often the app analysed a frame."""
+    from synthetic.fake_camera import CODE_BITS, CODE_PX, CODE_X, CODE_Y
+
+    browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS + [
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}"])
+    try:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("document.querySelector('[data-testid=\"camera-select\"]').options.length > 0",
+                               timeout=60_000)
+        page.click('[data-testid="start"]')
+        page.wait_for_function("document.querySelector('[data-testid=\"corners\"]').dataset.points !== ''",
+                               timeout=PAGE_TIMEOUT_MS)
+        r = page.evaluate(MOVING_WATCH_JS, [warmup, seconds, CODE_BITS, CODE_PX, CODE_X, CODE_Y])
+    finally:
+        browser.close()
+    trail = []
+    for s in r["samples"]:
+        if not s["points"] or s["code"] >= len(truth):
+            continue
+        points = np.array([[float(v) for v in p.split(",")] for p in s["points"].split(" ")])
+        trail.append(float(np.linalg.norm(points - truth[s["code"]], axis=1).mean()))
+    if not trail:
+        raise SystemExit("benchmark.py: the app never outlined the moving card")
+    speed = float(np.linalg.norm(truth[1] - truth[0], axis=1).mean()) * 30
+    return {"trail_px": _median(trail), "trail_samples": trail, "updates_per_s": r["frames"] / r["seconds"],
+            "speed_px_s": speed}
 
 
 def app_model_files() -> dict:
@@ -284,7 +350,6 @@ def serve_models(paths: dict[str, str], folder: str):
 def run(args: argparse.Namespace) -> dict:
     from playwright.sync_api import sync_playwright
 
-    sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "train")]
     from synthetic.fake_camera import make_camera_file
 
     out = {"files": {}, "models": [], "native": [], "profiles": {}, "schedules": {}, "app": {},
@@ -318,22 +383,88 @@ def run(args: argparse.Namespace) -> dict:
                         logger.info("%-36s WASM profile, threads %d: %s", name, args.app_threads, ", ".join(
                             f"{o['op']} {o['share']:.0%}" for o in prof["ops"][:5]))
                 if not args.skip_app:
-                    for where in ("worker", "main"):
-                        query = f"schedule={where}&cornersEvery=1&threads={args.app_threads}&runs={args.runs}"
-                        out["schedules"][where] = r = bench_page(browser, url, query)
-                        logger.info("segmentation + corners, %s: %.1f + %.1f ms per frame (means), page %.1f FPS",
-                                    where, r["segmentation"]["mean_ms"], r["corners"]["mean_ms"], r["page_fps"])
+                    for label, every, track, where in SCHEDULES:
+                        if where == "derived":
+                            continue
+                        query = (f"schedule={where}&cornersEvery={every}&track={int(track)}&threads={args.app_threads}"
+                                 f"&runs={args.runs}")
+                        out["schedules"][label] = r = bench_page(browser, url, query)
+                        logger.info("%s: %.1f ms per frame (mean), page %.1f FPS", label, r["total"]["mean_ms"],
+                                    r["page_fps"])
             finally:
                 browser.close()
             if not args.skip_app:
-                for key, card in (("card", True), ("no_card", False)):
-                    cam = os.path.join(tmp, f"{key}.y4m")
-                    make_camera_file(cam, 1280, 720, card=card)
-                    a = out["app"][key] = run_app(p, args.chromium, url, cam, args.app_warmup, args.app_seconds, card)
-                    logger.info("app, %s: %.1f FPS (samples %s); models %.1f ms, round trip %.1f ms per frame; page "
-                                "%.1f FPS", key, a["fps"], a["fps_samples"], a["inference_ms"], a["frame_ms"],
-                                a["page_fps"])
+                apps = {"app": url}
+                stack = contextlib.ExitStack()
+                if args.baseline_app:
+                    apps["baseline"] = stack.enter_context(serve_baseline_app(args.baseline_app, tmp))
+                    out["baseline_app"] = args.baseline_app
+                with stack:
+                    out["app"] = run_apps(p, args, apps, tmp, make_camera_file)
     return out
+
+
+def run_apps(playwright, args: argparse.Namespace, apps: dict[str, str], tmp: str, make_camera_file) -> dict:
+    """Each app (name -> URL) on the fake cameras: a card, no card, and a card moving at --moving px/s.
+    The apps take turns, twice over in mirrored order (A B B A), so a machine that speeds up or slows
+    down during the command touches them alike; each figure is the median of both turns' samples."""
+    from synthetic.fake_camera import moving_card_file
+
+    cams = {}
+    for key, card in (("card", True), ("no_card", False)):
+        cams[key] = os.path.join(tmp, f"{key}.y4m")
+        make_camera_file(cams[key], 1280, 720, card=card, quad=CARD_IN_GUIDE if card else None)
+    moving = os.path.join(tmp, "moving.y4m")
+    truth = moving_card_file(moving, 1280, 720, args.moving)
+    names = list(apps)
+    order = names + names[::-1]
+    runs: dict[str, dict[str, list]] = {name: {} for name in names}
+    for key in ("card", "no_card"):
+        for name in order:
+            a = run_app(playwright, args.chromium, apps[name], cams[key], args.app_warmup, args.app_seconds,
+                        key == "card")
+            runs[name].setdefault(key, []).append(a)
+            logger.info("%s, %s: %.1f FPS (samples %s); models %.1f ms, round trip %.1f ms per frame", name, key,
+                        a["fps"], a["fps_samples"], a["inference_ms"], a["frame_ms"])
+    for name in order:
+        m = run_moving(playwright, args.chromium, apps[name], moving, truth, args.app_warmup, args.app_seconds)
+        runs[name].setdefault("moving", []).append(m)
+        logger.info("%s, a card moving at %.0f px/s: the outline trails by %.1f px (median), %.1f updates/s", name,
+                    args.moving, m["trail_px"], m["updates_per_s"])
+    return {name: {key: merge_runs(rs) for key, rs in r.items()} for name, r in runs.items()}
+
+
+def merge_runs(rs: list[dict]) -> dict:
+    """One app's turns on one camera: medians over every turn's samples."""
+    if "trail_samples" in rs[0]:
+        trail = [t for r in rs for t in r["trail_samples"]]
+        return {"trail_px": _median(trail), "trail_samples": trail,
+                "updates_per_s": _median([r["updates_per_s"] for r in rs]), "speed_px_s": rs[0]["speed_px_s"]}
+    out = {"fps": _median([f for r in rs for f in r["fps_samples"]]),
+           "inference_ms": _median([v for r in rs for v in r["inference_samples"]]),
+           "frame_ms": _median([v for r in rs for v in r["frame_samples"]]),
+           "stages_ms": {k: _median([v for r in rs for v in r["stage_samples"][k]]) for k in rs[0]["stage_samples"]},
+           "fps_samples": [f for r in rs for f in r["fps_samples"]],
+           "page_fps": _median([r["page_fps"] for r in rs]), "max_frame_gap_ms": max(r["max_frame_gap_ms"] for r in rs)}
+    return out
+
+
+@contextlib.contextmanager
+def serve_baseline_app(commit: str, tmp: str):
+    """The web app and its models as committed at `commit` (git archive of demo/ and
+    train/exported_models/), served with this checkout's onnxruntime-web files; yields its URL."""
+    folder = os.path.join(tmp, f"app-{commit}")
+    os.makedirs(folder)
+    try:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "demo", "train/exported_models"],
+                                 capture_output=True, check=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"benchmark.py: --baseline-app {commit}: git archive failed "
+                         f"({e.stderr.decode().strip()}); a full clone has the commit") from None
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    app = demo.create_app(os.path.join(folder, "demo"), os.path.join(folder, "train", "exported_models"), demo.ORT_DIR)
+    with demo.serve_in_thread(app) as url:
+        yield url
 
 
 def _time_cell(ms: float | None, ref: float | None) -> str:
@@ -385,41 +516,46 @@ def markdown(out: dict) -> str:
     lines = [f"Machine: {out['machine']}.", ""] + model_table(out) + profile_tables(out)
     if out["schedules"]:
         files = app_model_files()
-        lines += ["", f"App models on WASM: `{files['segmentation']['fp32']}`, `{files['corners']['fp32']}`.", "",
-                  "| work per frame | where | bench: models ms per frame | bench: FPS | outline updates/s | "
-                  "app: models ms per frame | app: models-only FPS | app: end-to-end FPS | end-to-end / models-only | "
-                  "page FPS meanwhile |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        app = {1: out["app"].get("card"), 0: out["app"].get("no_card")}
-        worker = out["schedules"]["worker"]
-        seg, cor = worker["segmentation"]["mean_ms"], worker["corners"]["mean_ms"]
-        for label, every, where in SCHEDULES:
-            r = out["schedules"].get(where, worker)
-            # Means, not medians: a cadence that alternates frames costs the mean of its frames.
-            ms = r["total"]["mean_ms"] if where != "derived" else seg + (cor / every if every else 0)
-            fps = 1000 / ms
-            outline = fps / every if every else 0
-            e2e = app.get(every) if where != "main" else None
-            cells = [f"{e2e['inference_ms']:.1f}", f"{1000 / e2e['inference_ms']:.1f}", f"{e2e['fps']:.1f}",
-                     f"{e2e['fps'] * e2e['inference_ms'] / 1000:.2f}x"] if e2e else ["–"] * 4
-            page = (f"{r['page_fps']:.0f} (bench)" if where != "derived" else "") \
-                + (f", {e2e['page_fps']:.0f} (app)" if e2e else "")
-            lines.append(f"| {label} | {'worker' if where == 'derived' else where} | {ms:.1f} | {fps:.1f} | "
-                         f"{outline:.1f} | " + " | ".join(cells) + f" | {page.strip(', ') or '–'} |")
+        lines += ["", "The app's work per frame, timed bare in its worker (`session.run` alone, means over the "
+                  f"rounds; WASM files `{files['segmentation']['fp32']}`, `{files['corners']['fp32']}`, "
+                  f"`{files['refiner']['fp32']}`):",
+                  "", "| work per frame | models, ms per frame | FPS | page FPS meanwhile |", "|---|---|---|---|"]
+        some = next(iter(out["schedules"].values()))
+        for label, *_ in SCHEDULES:
+            r = out["schedules"].get(label)
+            ms = r["total"]["mean_ms"] if r else some["segmentation"]["mean_ms"]
+            page = f"{r['page_fps']:.0f}" if r else "–"
+            lines.append(f"| {label} | {ms:.1f} | {1000 / ms:.1f} | {page} |")
     if out["app"]:
-        lines += ["", "The app's frame, stage by stage (medians of the per-second means, ms): *grab* = "
+        names = list(out["app"])
+        lines += ["", "The app end to end on a fake camera (1280x720; medians of the per-second figures over two "
+                  "turns each, the apps taking turns A B B A):", "",
+                  "| app | card in view: FPS | models ms per frame | round trip ms | no card: FPS | a card moving at "
+                  f"{MOVING_SPEED_PX_S:.0f} px/s: the outline trails by (px, median) | analysed frames/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name in names:
+            a = out["app"][name]
+            label = "this app" if name == "app" else f"the app at `{out.get('baseline_app')}`"
+            m = a.get("moving", {})
+            lines.append(f"| {label} | {a['card']['fps']:.2f} | {a['card']['inference_ms']:.1f} | "
+                         f"{a['card']['frame_ms']:.1f} | {a['no_card']['fps']:.2f} | "
+                         f"{m.get('trail_px', float('nan')):.1f} | {m.get('updates_per_s', float('nan')):.2f} |")
+        if "baseline" in out["app"]:
+            ratio = out["app"]["app"]["card"]["fps"] / out["app"]["baseline"]["card"]["fps"]
+            lines += ["", f"With a card in view this app analyses {ratio:.2f}x the frames per second of the app at "
+                      f"`{out.get('baseline_app')}`."]
+        a = out["app"]["app"]
+        lines += ["", "This app's frame, stage by stage (medians of the per-second means, ms): *grab* = "
                   "createImageBitmap of the video frame, *prep* = the worker's crop, scale and RGBA -> planar "
-                  "input copy, *models* = session.run, *post* = the worker's loops over the outputs, *draw* = "
-                  "mask overlay and outline; *other* = the rest of the round trip (messages, transfers, waits).", "",
+                  "input copy, *models* = session.run, *post* = the worker's loops over the outputs (the mask "
+                  "check included), *draw* = mask overlay and outlines; *other* = the rest of the round trip "
+                  "(messages, transfers, waits).", "",
                   "| frames | grab | prep | models | post | draw | other | round trip |", "|---" * 8 + "|"]
         for key, label in (("card", "card in view"), ("no_card", "no card in view")):
-            a = out["app"].get(key)
-            if not a:
-                continue
-            st = a["stages_ms"]
-            other = a["frame_ms"] - a["inference_ms"] - sum(st.values())
-            lines.append(f"| {label} | {st['grab']:.1f} | {st['prep']:.1f} | {a['inference_ms']:.1f} | "
-                         f"{st['post']:.1f} | {st['draw']:.1f} | {other:.1f} | {a['frame_ms']:.1f} |")
+            st = a[key]["stages_ms"]
+            other = a[key]["frame_ms"] - a[key]["inference_ms"] - sum(st.values())
+            lines.append(f"| {label} | {st['grab']:.1f} | {st['prep']:.1f} | {a[key]['inference_ms']:.1f} | "
+                         f"{st['post']:.1f} | {st['draw']:.1f} | {other:.1f} | {a[key]['frame_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -463,6 +599,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--app-warmup", type=int, default=5, help="seconds the app runs before its FPS is sampled")
     p.add_argument("--app-seconds", type=int, default=20, help="seconds the app's FPS is sampled on the fake camera")
     p.add_argument("--skip-app", action="store_true", help="only the model table")
+    p.add_argument("--baseline-app", default=BASELINE_APP, metavar="COMMIT",
+                   help="also run the app as committed at COMMIT (its demo/ and models) on the same cameras, "
+                        "in turns with this one (default %(default)s: the app before the speed work); '' for none")
+    p.add_argument("--moving", type=float, default=MOVING_SPEED_PX_S, metavar="PX_PER_S",
+                   help="speed of the moving card, px of the 480x640 input per second (%(default)s)")
     p.add_argument("--chromium", default="/usr/bin/chromium")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     return p

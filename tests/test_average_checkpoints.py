@@ -10,7 +10,7 @@ import average_checkpoints
 import calibrate
 import model_card
 import train
-from common import CARD_CLASS, DataError
+from common import CARD_CLASS, DataError, public_command, public_path
 from conftest import SEG_OPTIONS, render_training_card
 from segmentation import calibration
 from segmentation import export as segmentation_export
@@ -48,9 +48,12 @@ def test_average_is_the_mean_of_every_weight_and_statistic(two_checkpoints, tmp_
 
     # A checkpoint for fine-tuning and export: no optimizer state, the last run's record, what was averaged.
     assert not {"optimizer", "lr_scheduler", "scaler"} & set(ckpt)
-    assert ckpt["command"] == torch.load(second, map_location="cpu", weights_only=False)["command"]
-    assert [e["checkpoint"] for e in ckpt["averaged_from"]] == [os.path.realpath(first), os.path.realpath(second)]
-    assert ckpt["average_command"] == f"python train/average_checkpoints.py {first} {second} --output {out}"
+    assert ckpt["command"] == public_command(torch.load(second, map_location="cpu", weights_only=False)["command"])
+    # A release records no folders of the machine it was made on (public_path: names outside the repository).
+    inputs = [public_path(os.path.realpath(p)) for p in (first, second)]
+    assert [e["checkpoint"] for e in ckpt["averaged_from"]] == inputs
+    assert ckpt["average_command"] == public_command(f"python train/average_checkpoints.py {first} {second} "
+                                                     f"--output {out}")
     x = torch.rand(1, 3, 64, 48)
     with torch.inference_mode():
         assert model(x).shape == (1, 2, 64, 48)
@@ -64,9 +67,9 @@ def test_average_calibrates_and_shows_in_the_model_card(two_checkpoints, tiny_da
     summary = segmentation_export.checkpoint_summary(torch.load(calibrated, map_location="cpu", weights_only=False))
     assert len(summary["averaged_from"]) == 2 and "calibration" in summary
     card = render_training_card(tmp_path, summary)
-    assert f"- weights, the uniform average of: `{os.path.realpath(two_checkpoints[0])}` (best validation IoU" in card
-    assert "- best validation IoU of that run (before averaging): " in card
-    assert "- averaged with: `python train/average_checkpoints.py" in card
+    first = public_path(os.path.realpath(two_checkpoints[0]))
+    assert f"  - weights: the uniform average of `{first}` (best validation IoU" in card
+    assert "(`python train/average_checkpoints.py" in card
 
 
 def test_average_cannot_be_resumed_but_can_be_fine_tuned_from(two_checkpoints, tiny_dataset, tmp_path):
@@ -150,7 +153,7 @@ def test_a_calibrated_input_is_averaged_as_it_was_before_calibration(two_checkpo
     with pytest.raises(DataError, match="calibrated.pt: the same weights as .*last.pt"):
         _run([second, calibrated, "--output", str(tmp_path / "twice.pt")])
     card_line = model_card._averaged_from(segmentation_export.checkpoint_summary(ckpt)["averaged_from"])
-    assert card_line.endswith(f"`{os.path.realpath(calibrated)}` (best validation IoU "
+    assert card_line.endswith(f"`{public_path(os.path.realpath(calibrated))}` (best validation IoU "
                               f"{ckpt['averaged_from'][1]['best_val_iou']:.4f}; averaged without its calibration "
                               "offset +0.37)")
 
@@ -166,7 +169,7 @@ def test_an_average_of_an_average_names_what_it_averaged(two_checkpoints, tmp_pa
     ckpt = torch.load(outer, map_location="cpu", weights_only=False)
     nested, plain = ckpt["averaged_from"]
     assert "best_val_iou" not in nested and [e["checkpoint"] for e in nested["averaged_from"]] == [
-        os.path.realpath(first), os.path.realpath(second)]
+        public_path(os.path.realpath(first)), public_path(os.path.realpath(second))]
     assert plain["best_val_iou"] == torch.load(third, map_location="cpu", weights_only=False)["best_iou"]
     a, b, c = (load_checkpoint_model(p)[0].state_dict() for p in (first, second, third))
     averaged = load_checkpoint_model(outer)[0].state_dict()
@@ -174,7 +177,8 @@ def test_an_average_of_an_average_names_what_it_averaged(two_checkpoints, tmp_pa
         if v.is_floating_point():
             torch.testing.assert_close(v, (a[k] + b[k]) / 4 + c[k] / 2, rtol=0, atol=1e-6, msg=k)
     card_line = model_card._averaged_from(segmentation_export.checkpoint_summary(ckpt)["averaged_from"])
-    assert card_line.startswith(f"`{os.path.realpath(inner)}` (itself the average of `{os.path.realpath(first)}` "
+    assert card_line.startswith(f"`{public_path(os.path.realpath(inner))}` (itself the average of "
+                                f"`{public_path(os.path.realpath(first))}` "
                                 "(best validation IoU ")
 
 

@@ -67,8 +67,9 @@ def test_export_passes_the_parity_gate_and_evaluates_like_pytorch(trained_corner
     assert set(f["detector_extra_metrics"]) == {"test", "again", "nocard"}
     with open(out / "README.md") as fh:
         card = fh.read()
-    assert "## Card corners" in card and "`corners` output" in card and "The detector alone" in card
+    assert "**`card_corners`**, one card per frame" in card and "its detector alone (`output0`)" in card
     assert "card_corners_fp32.onnx" in card and "again (3 images" in card and "the same split" in card
+    assert "| `card_corners_refiner.onnx` | the corner refiner alone" in card
     # A card-free split has no corner row, only its false alarms, for every column.
     assert "nocard (0 images" not in card
     alarms = next(line for line in card.splitlines() if line.startswith("| nocard (3 card-free frames) |"))

@@ -1,4 +1,4 @@
-"""Generator v2 (synthetic_v2.py, photos.py, generate_dataset.py --preset/--photos, preview_dataset.py)."""
+"""Generator v2 (synthetic/v2.py, synthetic/photos.py, generate_dataset.py --preset/--photos, preview_dataset.py)."""
 
 import dataclasses
 import hashlib
@@ -13,6 +13,7 @@ import generate_dataset
 import preview_dataset
 from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
 from conftest import make_dataset
+from synthetic import scenes
 from synthetic import v2 as synthetic_v2
 from synthetic.photos import PhotoPool
 from synthetic.v1 import HIDDEN, OUTSIDE, VISIBLE
@@ -105,8 +106,8 @@ def test_v1_preset_renders_the_first_generators_scenes():
     the v1 figures were measured on (hash of 40 scenes' corners, seed 0, train split)."""
     out = []
     for i in range(40):
-        scene, _ = generate_dataset.render(np.random.default_rng([0, 0, i]), "v1", [], None)
-        out.append(None if scene.corners is None else np.round(scene.corners, 4).tolist())
+        frame = scenes.render_frame(0, "train", i, "v1")
+        out.append(None if frame.negative else np.round(frame.corners[0], 4).tolist())
     digest = hashlib.sha256(json.dumps(out).encode()).hexdigest()
     assert digest == "f4ffad072dfb97af13a6bd6ca8f36ba9cfa7135209c5ab0f06146135b115ce4a"
 
@@ -197,26 +198,26 @@ def test_preview_sheet(tmp_path):
 def test_negative_fraction_sets_the_share_of_card_free_frames(preset):
     """--negative-fraction: 1 gives card-free frames only, 0 none; the preset's own share gives the
     preset's images exactly (the stream draws the same numbers), so default datasets do not change."""
-    def scenes(fraction):
-        return [generate_dataset.render(np.random.default_rng([4, 0, i]), preset, [], None, fraction)
-                for i in range(12)]
-    for (scene, negative) in scenes(1.0):
-        assert negative and scene.corners is None and scene.mask.max() == 0
-    assert not any(negative for _, negative in scenes(0.0))
-    default, own = scenes(None), scenes(generate_dataset.default_negative_fraction(preset))
-    for (a, neg_a), (b, neg_b) in zip(default, own):
-        assert neg_a == neg_b
+    def frames(fraction):
+        return [scenes.render_frame(4, "train", i, preset, negative_fraction=fraction) for i in range(12)]
+    for frame in frames(1.0):
+        assert frame.negative and frame.mask.max() == 0
+    assert not any(frame.negative for frame in frames(0.0))
+    default, own = frames(None), frames(scenes.default_negative_fraction(preset))
+    for a, b in zip(default, own):
+        assert a.negative == b.negative
         np.testing.assert_array_equal(a.image, b.image)
 
 
 def test_v2_and_hard_presets_draw_the_scenes_they_drew_before_negative_fraction():
-    """Default datasets did not change with --negative-fraction: which scenes are card-free and the
-    corners of the others, 40 scenes of each preset (seed 0, train split), as generated before it."""
+    """Single-card datasets did not change with --negative-fraction nor with several cards (--multi-card
+    0): which scenes are card-free and the corners of the others, 40 scenes of each preset (seed 0,
+    train split), as generated before either."""
     out = []
     for preset in ("v2", "hard"):
         for i in range(40):
-            scene, negative = generate_dataset.render(np.random.default_rng([0, 0, i]), preset, [], None)
-            out.append([preset, bool(negative), None if scene.corners is None else np.round(scene.corners, 4).tolist()])
+            frame = scenes.render_frame(0, "train", i, preset, multi_fraction=0)
+            out.append([preset, frame.negative, None if frame.negative else np.round(frame.corners[0], 4).tolist()])
     assert sum(o[1] for o in out) == 6
     digest = hashlib.sha256(json.dumps(out).encode()).hexdigest()
     assert digest == "b1e8f21c36ff2675867a201a984812c30214554baf48d078ba7ffbbd597319e6"

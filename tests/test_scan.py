@@ -203,6 +203,96 @@ def test_tiles_and_letterbox_find_a_card_the_centred_crop_cuts(v1_split, tmp_pat
     assert errors["central"] > 20
 
 
+def _photo_of_cards(quads, size, seed=3):
+    """A photo (size = (W, H)) of generated cards at quads (each (4, 2) TL, TR, BR, BL, pixel-index),
+    on a card-free scene; BGR."""
+    from synthetic import v1
+
+    rng = np.random.default_rng(seed)
+    photo = cv2.resize(v1.render_scene(rng, negative=True).image, size, interpolation=cv2.INTER_CUBIC).astype(float)
+    cw, ch = v1.CARD_W, v1.CARD_H
+    src = np.float32([[-0.5, -0.5], [cw - 0.5, -0.5], [cw - 0.5, ch - 0.5], [-0.5, ch - 0.5]])
+    for q in quads:
+        m = cv2.getPerspectiveTransform(src, np.float32(q))
+        card = cv2.warpPerspective(v1.render_card(rng), m, size, flags=cv2.INTER_LINEAR).astype(float)
+        alpha = cv2.warpPerspective(v1.rounded_rect_alpha(cw, ch, v1.CARD_RADIUS), m, size)[..., None]
+        photo = card * alpha + photo * (1 - alpha)
+    return cv2.cvtColor(np.clip(photo, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def _scans_match(records, out, photo, quads):
+    """Each true card has exactly one record `ok` whose flat scan is that card (correlation >= 0.9
+    with the card rectified from its true corners), and no record is anything else."""
+    assert [r["status"] for r in records] == ["ok"] * len(quads), [(r["status"], r["score"]) for r in records]
+    dst = np.float32([[-0.5, -0.5], [629.5, -0.5], [629.5, 879.5], [-0.5, 879.5]])
+    truths = [cv2.warpPerspective(photo, cv2.getPerspectiveTransform(np.float32(q), dst), (630, 880)) for q in quads]
+    matched = []
+    for r in records:
+        scan = cv2.imread(str(out / r["scan"]))
+        best = max(range(len(quads)), key=lambda k: correlation(scan, truths[k]))
+        assert correlation(scan, truths[best]) >= 0.9, r
+        matched.append(best)
+    assert sorted(matched) == list(range(len(quads))), "one scan per card"
+
+
+def test_nine_cards_in_a_grid_give_nine_scans_in_reading_order(tmp_path):
+    """A landscape photo of nine cards in three rows, 10 px apart: nine `ok` records, scans named
+    <name>_card1..9 in rows top to bottom, each row left to right."""
+    w, h, gap = 110, 154, 10
+    quads = [np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], float) - 0.5
+             for y in (40 + r * (h + gap) for r in range(3)) for x in (220 + c * (w + gap) for c in range(3))]
+    photo = _photo_of_cards(quads, (800, 600))
+    path = write_jpeg(tmp_path / "grid.jpg", photo)
+    _, records = run([path, "--output", str(tmp_path / "out")])
+    _scans_match(records, tmp_path / "out", photo, quads)
+    assert [r["scan"] for r in records] == [f"scans/grid_card{k}.jpg" for k in range(1, 10)]
+    centres = np.array([np.mean(r["corners"], 0) for r in records])
+    rows = np.round((centres[:, 1] - 40) / (h + gap)).astype(int)
+    assert rows.tolist() == sorted(rows.tolist()) and all(
+        np.all(np.diff(centres[rows == r, 0]) > 0) for r in range(3)), "reading order"
+
+
+def test_two_touching_cards_give_two_scans(tmp_path):
+    w, h = 180, 252
+    left = np.array([[200, 150], [200 + w, 150], [200 + w, 150 + h], [200, 150 + h]], float) - 0.5
+    quads = [left, left + [w, 0]]
+    photo = _photo_of_cards(quads, (800, 600), seed=4)
+    path = write_jpeg(tmp_path / "pair.jpg", photo)
+    _, records = run([path, "--output", str(tmp_path / "out")])
+    _scans_match(records, tmp_path / "out", photo, quads)
+
+
+def test_views_merge_each_card_once_whole_and_in_reading_order():
+    """The same card seen in two tiles is kept once (from the tile that shows it whole); a guess at a card
+    cut by a tile's edge gives way to the card seen whole; a quad holding two cards kept from the closer
+    views (a coarse view's union) is dropped; the cards come in rows, each left to right."""
+    from scanning.agreement import Agreement
+    from scanning.geometry import Geometry
+    from scanning.pipeline import Card, ViewResult, merge_views
+
+    def card(quad, score=0.9, ok=True):
+        return Card(np.asarray(quad, float), score, Agreement(1.0, 1.0, np.ones(4), 0, ok))
+
+    def box(x0, y0, x1, y1):
+        return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+    prob = np.zeros((640, 480), np.float32)
+    left, right = Geometry(1, 1, 0, 0), Geometry(1, 1, -320, 0)          # two tiles of an 800 x 640 photo
+    whole = Geometry(0.6, 0.6, 0, 128)                                   # the whole photo, letterboxed
+    a, b, c = box(40, 60, 180, 256), box(360, 60, 500, 256), box(40, 300, 180, 496)
+    results = [
+        (ViewResult(prob, [card(a), card(c, 0.8), card(box(360, 60, 479, 256), 0.6, False)], 0), left),
+        (ViewResult(prob, [card(np.array(b) - [320, 0], 0.95)], 0), right),
+        (ViewResult(prob, [card((np.array(box(40, 60, 500, 256)) + 0.5) * 0.6 - 0.5 + [0, 128], 0.7)], 0), whole),
+    ]
+    cards = merge_views(results, 800, 640)
+    assert len(cards) == 3
+    np.testing.assert_allclose(cards[0].corners, np.array(a) - 0.5)        # row 1: a, then b
+    np.testing.assert_allclose(cards[1].corners, np.array(b) - 0.5)
+    np.testing.assert_allclose(cards[2].corners, np.array(c) - 0.5)        # row 2: c
+    assert [k.view for k in cards] == [0, 1, 0] and all(k.whole for k in cards)
+
+
 def test_bad_files_are_reported_and_skipped(v1_split, tmp_path, monkeypatch, caplog):
     images, _ = v1_split
     folder = tmp_path / "photos"

@@ -101,7 +101,6 @@ def main(args: argparse.Namespace) -> dict:
     averaged = average_state_dicts(states, paths)
     model, ckpt = models[-1], ckpts[-1]
     model.load_state_dict(averaged)
-    store_release(ckpt, model)
     # An input that is itself an average carries its last input's best_iou, not its own: name what it averaged.
     ckpt["averaged_from"] = [
         ({"checkpoint": p, "averaged_from": c["averaged_from"], "average_command": c.get("average_command")}
@@ -110,6 +109,7 @@ def main(args: argparse.Namespace) -> dict:
         for p, c, off in zip(paths, ckpts, offsets)]
     ckpt["average_command"] = shlex.join(["python", "train/average_checkpoints.py", *args.checkpoints,
                                           "--output", args.output])
+    store_release(ckpt, model)
     atomic_torch_save(ckpt, out)
     logger.info("averaged %d checkpoints into %s; calibrate it (train/calibrate.py) before export", len(paths), out)
     return {"output": out, "checkpoints": paths}

@@ -36,6 +36,7 @@ from common import (
     MASK_THRESHOLD,
     DataError,
     atomic_torch_save,
+    public_path,
     resolve_path,
     run_script,
     select_device,
@@ -58,7 +59,9 @@ def main(args: argparse.Namespace) -> dict:
     trained = ckpt.get("args") or {}
     data_path = resolve_path(args.data_path or trained.get("data_path") or DEFAULT_DATASET)
     split = args.split or trained.get("val_split") or "test"
-    validation = data_path == trained.get("data_path") and split == trained.get("val_split")
+    trained_on = trained.get("data_path")
+    validation = trained_on is not None and public_path(data_path) == public_path(trained_on) \
+        and split == trained.get("val_split")
     samples = find_samples(data_path, split)
     if args.limit:
         samples = samples[:args.limit]
@@ -67,12 +70,12 @@ def main(args: argparse.Namespace) -> dict:
     result = calibrate(model, samples, device, args.max_offset, args.step, args.quiet)
     model.cpu()
     previous = ckpt.get("calibration") or {}
-    same_split = previous.get("data_path") == data_path and previous.get("split") == split
+    same_split = previous.get("data_path") == public_path(data_path) and previous.get("split") == split
     total = previous.get("card_logit_offset", 0.0) + result["offset"]
     ckpt["calibration"] = {
         # Added up over repeated calibrations: the total moved since training, and the IoU of the
         # model as trained when the earlier calibration measured it on the same split.
-        "card_logit_offset": total, "data_path": data_path, "split": split, "validation": validation,
+        "card_logit_offset": total, "data_path": public_path(data_path), "split": split, "validation": validation,
         "images": len(samples), "iou_after": result["iou_after"],
         "iou_before": previous["iou_before"] if same_split else result["iou_before"],
         "trained_probability_threshold": 1 / (1 + math.exp(total)),

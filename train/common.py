@@ -29,7 +29,7 @@ DEFAULT_LOADER_WORKERS = min(8, os.cpu_count() or 1)
 IMAGE_WIDTH = 480
 IMAGE_HEIGHT = 640
 
-# ImageNet statistics for the MobileNetV3 backbone, applied inside the model (see model.py).
+# ImageNet statistics for the MobileNetV3 backbone, applied inside the model (see segmentation/model.py).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -127,6 +127,26 @@ def select_device(device: str | None, cpu_note: str = "") -> str:
     if device != "cpu" and not torch.cuda.is_available():
         raise DataError(f"--device {device} asks for a CUDA GPU but none is visible; use --device cpu")
     return device
+
+
+def public_path(path: str) -> str:
+    """A path as the repository may record it (a model card, an export's JSON, a release checkpoint):
+    relative to the repository root when inside it (data/unseen), else without the folders of the
+    machine it was made on (a folder -> its name, a file -> its folder's name and its own); Debian's
+    shared files (/usr/...) as they are."""
+    if not isinstance(path, str) or not os.path.isabs(path) or path.startswith("/usr/"):
+        return path
+    real = os.path.realpath(path)
+    for base in {REPO_ROOT, os.path.realpath(REPO_ROOT)}:
+        if real == base or real.startswith(base + os.sep) or path.startswith(base + os.sep):
+            return os.path.relpath(path if path.startswith(base + os.sep) else real, base)
+    parts = [p for p in path.split(os.sep) if p]
+    return os.path.join(*parts[-2:]) if len(parts) > 1 and os.path.splitext(parts[-1])[1] else parts[-1]
+
+
+def public_command(command: str) -> str:
+    """A command line with every absolute path in it made public_path (see there)."""
+    return re.sub(r"(?<![\w./-])/[^\s'\"=]+", lambda m: public_path(m.group(0)), command)
 
 
 def resolve_path(path: str) -> str:

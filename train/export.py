@@ -6,7 +6,7 @@
 Writes train/exported_models/<name>.onnx (FP16 weights and compute, float32 input/output),
 <name>_fp32.onnx, <name>.json (what was measured) and regenerates the model card
 train/exported_models/README.md from every <name>.json there. The graph contract and the gate
-are in segmentation_export.py; a file that fails the gate is deleted and the script exits 1.
+are in segmentation/export.py; a file that fails the gate is deleted and the script exits 1.
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ import os
 import sys
 
 import model_card
-from common import DEFAULT_DATASET, EXPORT_DIR, add_comparison_args, comparison_args, resolve_path, run_script
+from common import (
+    DEFAULT_DATASET,
+    EXPORT_DIR,
+    add_comparison_args,
+    comparison_args,
+    public_command,
+    public_path,
+    resolve_path,
+    run_script,
+)
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
 from segmentation.export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
 from segmentation.model import load_checkpoint_model
@@ -61,7 +70,7 @@ def main(args: argparse.Namespace) -> dict:
     from segmentation.evaluation import evaluate_model
 
     meta = {"name": args.name, "kind": "segmentation", "checkpoint": os.path.basename(ckpt_path),
-            "export_command": args.export_command or "python train/export.py " + " ".join(sys.argv[1:]),
+            "export_command": public_command(args.export_command or "python train/export.py " + " ".join(sys.argv[1:])),
             "machine": machine_description(), "onnxruntime": onnxruntime_version(),
             "training": checkpoint_summary(ckpt) | ({"note": args.training_note} if args.training_note else {}),
             "files": []}
@@ -76,12 +85,12 @@ def main(args: argparse.Namespace) -> dict:
             m = evaluate_model(path, eval_path, "test", quiet=True)
             info["test_metrics"] = {k: round(m[k], METRIC_DIGITS) for k in ("iou", "dice", "pixel_acc",
                                                                             "min_image_iou")}
-            info["test_metrics"] |= {"images": m["images"], "dataset": args.eval_dataset_note or eval_path}
+            info["test_metrics"] |= {"images": m["images"], "dataset": args.eval_dataset_note or public_path(eval_path)}
             logger.info("%s on %s: IoU %.4f Dice %.4f acc %.4f", info["file"], eval_path, m["iou"], m["dice"],
                         m["pixel_acc"])
     if extra or baseline:
         # Every file (and the baseline, in this same command) on every named test split.
-        meta["extra_eval"] = {name: path for name, path in extra}
+        meta["extra_eval"] = {name: public_path(path) for name, path in extra}
         meta["extra_eval_notes"] = notes
         scored = [(path, info) for path, info in files] + ([(baseline, meta.setdefault("baseline", {
             "file": os.path.basename(baseline), "sha256": sha256(baseline)}))] if baseline else [])

@@ -53,6 +53,8 @@ from common import (  # noqa: E402
     DataError,
     add_comparison_args,
     comparison_args,
+    public_command,
+    public_path,
     resolve_path,
     run_script,
 )
@@ -65,10 +67,12 @@ from corners.export import (  # noqa: E402
     gate_images,
     gate_samples,
     parity_gate,
+    public_metadata,
     refine_stage_onnx,
     refiner_gate,
     refiner_onnx,
     refiner_summary,
+    release_checkpoints,
     ultralytics_export,
 )
 from corners.metrics import false_alarms, jsonable  # noqa: E402
@@ -110,7 +114,7 @@ def export_onnx_pair(args: argparse.Namespace, ckpt_path: str, out_dir: str, mod
                                       simplify=False)
         timed = []
         for precision, suffix in PRECISIONS:
-            detector = onnx.load(exported)
+            detector = public_metadata(onnx.load(exported))
             detector = to_fp16(detector) if precision == "fp16" else detector
             staged = os.path.join(stage, args.name + suffix + ".onnx")
             if refiner is not None:
@@ -177,15 +181,17 @@ def refiner_latencies(path: str, runs: int, counts: tuple[int, ...] = (1, 9)) ->
 
 
 def _rounded(m: dict) -> dict:
-    return jsonable({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
-                     if k not in ("model", "data_path", "split")})
+    return jsonable({k: _rounded(v) if isinstance(v, dict) else round(v, 4) if isinstance(v, float) else v
+                     for k, v in m.items() if k not in ("model", "data_path", "split")})
 
 
 def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval_note: str | None,
-                   extra: list[tuple[str, str]], baseline: str | None, notes: dict[str, str]) -> None:
+                   extra: list[tuple[str, str]], baseline: str | None, notes: dict[str, str],
+                   seg_model: str | None = None) -> None:
     """The files' accuracy: each file's `corners` on the test split (and the detector alone for the
     FP16 file); then every named split (--extra-eval) for the FP16 file refined and not, its FP32
-    twin, and the --baseline file, all in this one command."""
+    twin, and the --baseline file, all in this one command. On a split with several cards per frame
+    the refined files also get `multi_ok`: the cards scan.py reports `ok` with `seg_model`'s mask."""
     from evaluate_corners import evaluate_corner_model
 
     for i, info in enumerate(meta["files"]):
@@ -193,13 +199,13 @@ def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval
         # The file's own outputs; with a refiner inside, the detector's output0 alone as well.
         for key, refine in (("test_metrics", True), ("detector_test_metrics", False))[:2 if refined and i == 0 else 1]:
             m, _ = evaluate_corner_model(path, eval_path, "test", quiet=True, refine=refine)
-            info[key] = _rounded(m) | {"dataset": eval_note or eval_path}
+            info[key] = _rounded(m) | {"dataset": eval_note or public_path(eval_path)}
             logger.info("%s (%s) on %s: %.2f %% within 5 px, %.2f %% within 10 px, mean %.2f px", info["file"],
                         "refined" if refine else "detector alone", eval_path, m["pct_within_5px"],
                         m["pct_within_10px"], m["mean_px"])
     if not (extra or baseline):
         return
-    meta["extra_eval"] = dict(extra)
+    meta["extra_eval"] = {name: public_path(path) for name, path in extra}
     meta["extra_eval_notes"] = notes
     runs = [(os.path.join(out_dir, f["file"]), f, True) for f in meta["files"]]
     if refined:
@@ -217,6 +223,9 @@ def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval
                 m = info["detector_test_metrics"]
             else:
                 m = _rounded(evaluate_corner_model(path, data, "test", quiet=True, refine=refine)[0])
+            if m.get("multi") and refine and seg_model and path.endswith(".onnx"):
+                m = m | {"multi_ok": _rounded(evaluate_corner_model(path, data, "test", quiet=True,
+                                                                   seg_model=seg_model)[0])["multi"]}
             info.setdefault(key, {})[name] = {k: m.get(k) for k in EXTRA_KEYS if k in m}
             logger.info("%s%s on %s: %s", os.path.basename(path), "" if refine else " (detector)", name,
                         f"{m['pct_within_5px']:.2f} % within 5 px" if m["images"] else false_alarms(m))
@@ -225,7 +234,8 @@ def evaluate_files(meta: dict, out_dir: str, refined: bool, eval_path: str, eval
 # What the model card's split table shows per file and split.
 EXTRA_KEYS = ("images", "corners", "missed_cards", "pct_within_5px", "pct_within_10px", "pct_within_20px",
               "hidden_corners", "hidden_pct_within_5px", "hidden_pct_within_10px", "hidden_pct_within_20px",
-              "fallback_pct", "fallback_pct_hidden", "fallback_pct_visible", "negative_images", "false_positive_pct")
+              "fallback_pct", "fallback_pct_hidden", "fallback_pct_visible", "negative_images", "false_positive_pct",
+              "multi", "multi_ok")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -251,7 +261,8 @@ def main(args: argparse.Namespace) -> dict:
     images = gate_images(data_path, args.gate_images)
     os.makedirs(out_dir, exist_ok=True)
     meta = {"name": args.name, "kind": "corners", "checkpoint": os.path.basename(ckpt_path),
-            "export_command": args.export_command or "python train/export_corners.py " + " ".join(sys.argv[1:]),
+            "export_command": public_command(args.export_command or "python train/export_corners.py "
+                                             + " ".join(sys.argv[1:])),
             "machine": machine_description(), "onnxruntime": onnxruntime_version(),
             "training": detector_summary(ckpt_path, args.training_note),
             "refiner": refiner_summary(refiner_path, args.refiner_note) if refiner_path else None, "files": []}
@@ -259,8 +270,17 @@ def main(args: argparse.Namespace) -> dict:
         meta["files"], meta["refiner_file"] = export_onnx_pair(args, ckpt_path, out_dir, model, refiner, images,
                                                                data_path)
         if not args.skip_eval:
+            seg_model = resolve_path(args.seg_model) if args.seg_model else None
+            if seg_model and not os.path.isfile(seg_model):
+                raise DataError(f"--seg-model {seg_model}: model file not found")
             evaluate_files(meta, out_dir, refiner is not None, resolve_path(args.eval_data_path or args.data_path),
-                           args.eval_dataset_note, extra, baseline, notes)
+                           args.eval_dataset_note, extra, baseline, notes, seg_model)
+            meta["seg_model"] = os.path.basename(seg_model) if seg_model else None
+        if args.release:
+            release_dir = resolve_path(args.release)
+            os.makedirs(release_dir, exist_ok=True)
+            for path in release_checkpoints(ckpt_path, refiner_path, release_dir):
+                logger.info("release checkpoint -> %s", path)
         with open(os.path.join(out_dir, args.name + ".json"), "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")
@@ -282,6 +302,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "ONNX graph (outputs `corners`, `score`)")
     p.add_argument("--no-refine", action="store_true", help="export the detector alone (output0 only)")
     p.add_argument("--output-dir", default=EXPORT_DIR)
+    p.add_argument("--release", default=None, metavar="DIR", help="also write the detector and refiner checkpoints "
+                   "behind the files into DIR (card_corners.pt, card_corner_refiner.pt), without the paths of the "
+                   "machine they were trained on: train/checkpoints for a release")
     p.add_argument("--formats", default="onnx", help="comma-separated: onnx, tflite, coreml")
     p.add_argument("--data-path", default=DEFAULT_DATASET, help="dataset whose test images feed the parity gate")
     p.add_argument("--eval-data-path", default=None, help="dataset for the model card's metrics (default: --data-path)")
@@ -289,6 +312,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--training-note", default=None, help="how the checkpoint was trained, for the model card")
     p.add_argument("--refiner-note", default=None, help="how the refiner was trained, for the model card")
     add_comparison_args(p, "card_corners")
+    p.add_argument("--seg-model", default=None, help="segmentation .onnx whose mask checks the cards on multi-card "
+                   "splits, as scan.py reports them (e.g. train/exported_models/card_segmentation_fp32.onnx)")
     p.add_argument("--gate-images", type=int, default=GATE_IMAGES)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--latency-runs", type=int, default=30)

@@ -2,7 +2,7 @@
 
     python train/generate_dataset.py                       # -> dataset/ at the repository root
     python train/generate_dataset.py --num-train 4000 --num-test 500 --seed 0 --workers 8
-    python train/generate_dataset.py --backgrounds ~/photos/tables --output /tmp/cards
+    python train/generate_dataset.py --backgrounds ~/photos/tables --output data/cards
 
 Layout written (see train/README.md):
     <output>/{train,test}/images/<stem>.jpg   480 x 640 RGB, JPEG q95

@@ -1,8 +1,8 @@
 """Combine datasets into one by linking their images: a mix of looks (generator presets, your own
 photos) for fine-tuning, without copying a file.
 
-    python train/mix_datasets.py /tmp/mix v1=/tmp/v1train:1000:100 v2=/tmp/v2train:1000:100
-    python train/mix_datasets.py /tmp/mine_plus v2=/tmp/v2train:2000 mine=dataset
+    python train/mix_datasets.py data/mix v1=data/v1train:1000:100 v2=data/v2train:1000:100
+    python train/mix_datasets.py data/mine_plus v2=data/v2train:2000 mine=dataset
 
 Each source is NAME=DIR[:N_TRAIN[:N_TEST]]: the first N images (by name) of its train and test
 splits (an error if it has fewer), all of them without a count, none with 0 (the split need not

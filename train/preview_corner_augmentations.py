@@ -2,7 +2,7 @@
 the keypoints follow the pixels (corners/augment.py).
 
     python train/preview_corner_augmentations.py                       # 10 examples -> train/runs/corner_aug_preview
-    python train/preview_corner_augmentations.py --num 20 --seed 3 --output-dir /tmp/preview
+    python train/preview_corner_augmentations.py --num 20 --seed 3 --output-dir runs/preview
 
 One JPEG per example plus grid.jpg. Corners: 1 = top-left, 2 = top-right, 3 = bottom-right,
 4 = bottom-left; green = inside the frame (visibility 2), red ring on the border = pushed out of

@@ -1,7 +1,7 @@
 """Export the speed candidates' architectures to ONNX, to time them before training them.
 
-    python train/speed_candidates.py --output-dir /tmp/candidates
-    python demo/benchmark.py --extra-model-dir /tmp/candidates --skip-app
+    python train/speed_candidates.py --output-dir runs/candidates
+    python demo/benchmark.py --extra-model-dir runs/candidates --skip-app
 
 Each candidate starts from a committed checkpoint and is changed the way train.py or prune.py
 would change it, without the fine-tuning that has to follow (a GPU run's work, train/README.md).

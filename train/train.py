@@ -38,6 +38,7 @@ from common import (
     atomic_torch_save,
     atomic_write_bytes,
     open_tensorboard,
+    public_command,
     resolve_path,
     run_script,
     select_device,
@@ -396,7 +397,7 @@ def main(args: argparse.Namespace) -> dict:
                     "epoch": epoch, "args": vars(args) | {"amp_dtype": str(args.amp_dtype)},
                     "best_iou": state["best_iou"], "best_epoch": state["best_epoch"],
                     "bad_epochs": state["bad_epochs"], "history": state["history"], "metrics": stats,
-                    "command": "python train/train.py " + " ".join(sys.argv[1:]), "hardware": hardware,
+                    "command": public_command("python train/train.py " + " ".join(sys.argv[1:])), "hardware": hardware,
                     "train_images": len(train_data), "val_images": len(val_data),
                     "pretrained_backbone": model_without_ddp.pretrained_backbone,
                     "model_object": model_without_ddp if pruned else None, **lineage}

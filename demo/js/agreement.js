@@ -82,9 +82,10 @@ function gridPoints(q, shrink, xs, ys) {
 
 /**
  * The rules for quad q against prob (Float32Array(640 * 480)), `others` the other quads found in
- * the frame (an array of 8-value arrays). Returns {fill, minLine, sides: [4], contains, ok}.
+ * the frame (an array of 8-value arrays). Returns {fill, minLine, sides: [4], contains, ok}, written
+ * into `out` when given (the video loop passes one it keeps, so checking allocates nothing).
  */
-export function agreement(prob, q, others = []) {
+export function agreement(prob, q, others = [], out = null) {
   gridPoints(q, INNER_SHRINK, gridX, gridY);
   let seen = 0; let card = 0;
   for (let i = 0; i < gridP.length; i += 1) {
@@ -114,7 +115,8 @@ export function agreement(prob, q, others = []) {
   if (!lines) minLine = 0;
   let cx = 0; let cy = 0;
   for (let k = 0; k < 4; k += 1) { cx += q[2 * k] / 4; cy += q[2 * k + 1] / 4; }
-  const sides = [0, 0, 0, 0];
+  const result = out || { fill: 0, minLine: 0, sides: [0, 0, 0, 0], contains: 0, ok: false };
+  const { sides } = result;
   for (let k = 0; k < 4; k += 1) {
     const j = (k + 1) % 4;
     const ax = q[2 * k]; const ay = q[2 * k + 1];
@@ -150,6 +152,9 @@ export function agreement(prob, q, others = []) {
   }
   let boundedSides = 0;
   for (const s of sides) if (s >= MIN_BOUNDED) boundedSides += 1;
-  const ok = fill >= MIN_FILL && minLine >= MIN_LINE_FILL && boundedSides >= MIN_BOUNDED_SIDES && contains === 0;
-  return { fill, minLine, sides, contains, ok };
+  result.fill = fill;
+  result.minLine = minLine;
+  result.contains = contains;
+  result.ok = fill >= MIN_FILL && minLine >= MIN_LINE_FILL && boundedSides >= MIN_BOUNDED_SIDES && contains === 0;
+  return result;
 }

@@ -5,14 +5,14 @@
 //   ?profile=a&threads=2&runs=10         onnxruntime's per-operator profile of one model file: the
 //                                        session runs with enableProfiling and writes its trace
 //                                        events to the console (benchmark.py collects and sums them)
-//   ?schedule=worker|main&cornersEvery=1&threads=2&runs=20
-//                                        the app's scheduled work (frame-worker.js: segmentation,
-//                                        then the corner model every N rounds), in the app's worker
-//                                        or on the page's main thread
+//   ?schedule=worker&cornersEvery=4&track=1&threads=2&runs=20
+//                                        the app's scheduled work in its worker (frame-worker.js:
+//                                        segmentation, then the corner model every N rounds and, with
+//                                        track=1, the refiner on the rounds between)
 // Both also count the page's animation frames meanwhile: how smooth the page stays. Results in
 // window.benchResult.
 
-import { chooseBackends, createInput, loadModelList, Model, timeSchedule } from './inference.js';
+import { chooseBackends, createInput, Model } from './inference.js';
 import { Scanner } from './scanner.js';
 
 const params = new URLSearchParams(self.location.search);
@@ -85,28 +85,17 @@ async function profileModel(name) {
   return { mode: 'profile', model: name, input: model.inputName, skipRuns: 1 + warmup, ...stats(times) };
 }
 
-async function benchSchedule(where, cornersEvery) {
-  let times;
-  let stop;
-  if (where === 'worker') {
-    const scanner = await Scanner.create({ threads, wasmOnly: true });
-    stop = watchFrames();
-    times = await scanner.bench(runs, warmup, cornersEvery);
-    scanner.worker.terminate();
-  } else {
-    const urls = await loadModelList();
-    const attempts = await chooseBackends({ threads, wasmOnly: true });
-    const input = createInput();
-    const segmentation = await Model.create(urls.segmentation, attempts, input);
-    const corners = await Model.create(urls.corners, attempts, input);
-    stop = watchFrames();
-    times = await timeSchedule(segmentation, corners, { runs, warmup, cornersEvery });
-  }
+async function benchSchedule(cornersEvery, track) {
+  const scanner = await Scanner.create({ threads, wasmOnly: true });
+  const stop = watchFrames();
+  const times = await scanner.bench(runs, warmup, cornersEvery, track);
+  scanner.worker.terminate();
   const page = stop();
   return {
-    mode: 'schedule', where, cornersEvery,
+    mode: 'schedule', where: 'worker', cornersEvery, track,
     total: stats(times.total), segmentation: stats(times.segmentation),
     corners: times.corners.length ? stats(times.corners) : null,
+    refiner: times.refiner.length ? stats(times.refiner) : null,
     ...page,
   };
 }
@@ -114,7 +103,7 @@ async function benchSchedule(where, cornersEvery) {
 async function main() {
   const schedule = params.get('schedule');
   let result;
-  if (schedule) result = await benchSchedule(schedule, Number(params.get('cornersEvery') ?? 1));
+  if (schedule) result = await benchSchedule(Number(params.get('cornersEvery') ?? 1), params.get('track') === '1');
   else if (params.get('profile')) result = await profileModel(params.get('profile'));
   else result = await benchModels((params.get('models') || 'card_segmentation_fp32').split(','));
   return { ...result, threads, crossOriginIsolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency };

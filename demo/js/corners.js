@@ -48,6 +48,7 @@ export class CardTracker {
     this.others = new Float32Array(8 * MAX_CARDS); // the faint cards, pixel-index
     this.nOthers = 0;
     this.neighbours = [];
+    this.check = { fill: 0, minLine: 0, sides: [0, 0, 0, 0], contains: 0, ok: false }; // agreement()'s answer
     this.reset();
   }
 
@@ -95,12 +96,12 @@ export class CardTracker {
     let found = false;
     if (score >= SCORE_THRESHOLD && finite(refined)) {
       for (let i = 0; i < 8; i += 1) this.chosen[i] = refined[i];
-      found = inGuide(this.chosen) && agreement(mask, this.chosen, this.neighboursOf(mine)).ok;
+      found = inGuide(this.chosen) && agreement(mask, this.chosen, this.neighboursOf(mine), this.check).ok;
     }
     this.nOthers = 0;
     for (let k = 0; k < this.count; k += 1) {
       if (found && k === mine) continue;
-      if (!agreement(mask, this.quads[k], this.neighboursOf(k)).ok) continue;
+      if (!agreement(mask, this.quads[k], this.neighboursOf(k), this.check).ok) continue;
       for (let i = 0; i < 8; i += 1) this.others[8 * this.nOthers + i] = this.quads[k][i] - 0.5;
       this.nOthers += 1;
     }
@@ -114,7 +115,7 @@ export class CardTracker {
   followed(mask, refined, valid) {
     this.frames += 1;
     const ok = valid > 0.5 && finite(refined) && maxMove(refined, this.chosen) <= MAX_TRACK_STEP_PX
-      && inGuide(refined) && agreement(mask, refined, this.neighboursOf(this.nearest(this.chosen))).ok;
+      && inGuide(refined) && agreement(mask, refined, this.neighboursOf(this.nearest(this.chosen)), this.check).ok;
     if (ok) for (let i = 0; i < 8; i += 1) this.chosen[i] = refined[i];
     return ok;
   }

@@ -13,7 +13,8 @@
 //               {type: 'frame', id, bitmap: ImageBitmap (transferred, full camera frame),
 //                crop: {sx, sy, sw, sh}}
 //               {type: 'capture', id, mime, quality}
-//               {type: 'bench', id, runs, warmup, cornersEvery}   bare timing of the scheduled work
+//               {type: 'bench', id, runs, warmup, cornersEvery, track}  bare timing of the scheduled
+//                                                    work (track: the refiner between corner model runs)
 //               {type: 'forget'}                     drop the kept frame and the track (camera stopped)
 // Messages out: {type: 'ready', id, models: {name: {backend, precision, url}}}
 //               {type: 'result', id, mask: Float32Array (transferred), cardFraction, ran: 'detect' |
@@ -30,10 +31,11 @@ import { cropToFrame, portraitOrder, SCAN_HEIGHT, SCAN_WIDTH, warpQuad } from '.
 import { ImageUtils, MASK_THRESHOLD, MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
 import { chooseBackends, createInput, loadModelList, Model, timeSchedule } from './inference.js';
 
-// The corner model runs only when the mask holds at least this share of card pixels: a card at
-// the smallest size of the training data covers 2 % of the frame (several cards in view), so 1 %
-// leaves a margin for a card half out of view while skipping the corner model on empty frames.
-export const MIN_CARD_FRACTION = 0.01;
+// The corner model runs only when the mask holds at least this share of card pixels: a card of the
+// single-card training scenes covers at least 10 % of the frame, and the app's card (in the guide)
+// is far larger than 2 %, while an empty frame's stray pixels stay below it and cost the
+// segmentation model alone.
+export const MIN_CARD_FRACTION = 0.02;
 const PIXELS = MODEL_WIDTH * MODEL_HEIGHT;
 
 // Allocated once: the model input canvas, the shared input tensor, the card tracker.
@@ -198,8 +200,9 @@ async function capture({ id, mime, quality }) {
 }
 
 /** Bare timings of the scheduled work on the current input (the probe picture after init). */
-async function bench({ id, runs, warmup, cornersEvery }) {
-  const times = await timeSchedule(models.segmentation, models.corners, { runs, warmup, cornersEvery });
+async function bench({ id, runs, warmup, cornersEvery, track }) {
+  const times = await timeSchedule(models.segmentation, models.corners,
+    { runs, warmup, cornersEvery, refiner: track ? models.refiner : null });
   reply({ type: 'bench', id, ...times });
 }
 

@@ -190,22 +190,27 @@ export class Model {
 
 /**
  * Bare inference timing of the app's scheduled work: per round the segmentation model, then the
- * corner model every `cornersEvery` rounds (0: never), each timed around run() alone; `warmup`
- * rounds are not counted. Returns lists of ms: {segmentation, corners, total} (total per round).
+ * corner model every `cornersEvery` rounds (0: never) and, with a refiner, the refiner on the other
+ * rounds (the app follows its card with it between corner model runs: corners.js), each timed around
+ * run() alone; `warmup` rounds are not counted. Returns lists of ms: {segmentation, corners,
+ * refiner, total} (total per round).
  */
-export async function timeSchedule(segmentation, corners, { runs, warmup = 3, cornersEvery = 1 }) {
-  const seg = []; const cor = []; const total = [];
+export async function timeSchedule(segmentation, corners, { runs, warmup = 3, cornersEvery = 1, refiner = null }) {
+  const seg = []; const cor = []; const ref = []; const total = [];
+  if (refiner) refiner.quad.data.set([140, 180, 340, 180, 340, 460, 140, 460]); // the probe picture's card
   for (let i = 0; i < warmup + runs; i += 1) {
     const t0 = performance.now();
     await segmentation.run();
     const t1 = performance.now();
     const withCorners = corners && cornersEvery > 0 && i % cornersEvery === 0;
     if (withCorners) await corners.run();
+    else if (refiner) await refiner.run();
     const t2 = performance.now();
     if (i < warmup) continue;
     seg.push(t1 - t0);
     if (withCorners) cor.push(t2 - t1);
+    else if (refiner) ref.push(t2 - t1);
     total.push(t2 - t0);
   }
-  return { segmentation: seg, corners: cor, total };
+  return { segmentation: seg, corners: cor, refiner: ref, total };
 }

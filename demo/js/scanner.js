@@ -65,9 +65,9 @@ export class Scanner {
     return this.request({ type: 'capture', mime, quality });
   }
 
-  /** Bare timings of the scheduled work in the worker: {segmentation, corners, total} (ms lists). */
-  bench(runs, warmup, cornersEvery) {
-    return this.request({ type: 'bench', runs, warmup, cornersEvery });
+  /** Bare timings of the scheduled work in the worker: {segmentation, corners, refiner, total} (ms lists). */
+  bench(runs, warmup, cornersEvery, track = false) {
+    return this.request({ type: 'bench', runs, warmup, cornersEvery, track });
   }
 
   forget() {

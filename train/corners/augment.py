@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no PyPI version check on import (as dataset.py)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no PyPI version check on import (as segmentation/dataset.py)
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402

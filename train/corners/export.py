@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import torch
 
-from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError
+from common import IMAGE_HEIGHT, IMAGE_WIDTH, DataError, atomic_torch_save, public_command, public_path
 from corners.data import NUM_CORNERS, corner_samples
 from corners.metrics import DEFAULT_CONF, central_index, decode_cards_tensor, jsonable, pick
 from corners.predict import (
@@ -235,6 +235,41 @@ def stage_difference(onnx_path: str, refiner, images: np.ndarray) -> float:
                     1000.0 * float(np.abs(score - expected_score.numpy()).max()),
                     1000.0 * float(np.abs(scores - raw_scores.numpy()).max()))
     return worst
+
+
+def public_metadata(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph's metadata (Ultralytics writes the training data's path into its description) with
+    public paths only (common.public_command)."""
+    for prop in proto.metadata_props:
+        prop.value = public_command(prop.value)
+    return proto
+
+
+def release_checkpoints(detector: str, refiner: str | None, out_dir: str) -> list[str]:
+    """Copies of the detector (Ultralytics) and refiner checkpoints behind an export, as the repository
+    ships them: the recorded training options keep paths inside the repository and names elsewhere
+    (common.public_path), and the detector carries no optimizer state. Written as
+    out_dir/card_corners.pt and card_corner_refiner.pt; returns their paths."""
+    written = []
+    ckpt = torch.load(detector, map_location="cpu", weights_only=False)
+    for key in ("optimizer", "scaler"):
+        ckpt[key] = None
+    if isinstance(ckpt.get("train_args"), dict):
+        ckpt["train_args"] = {k: public_path(v) if isinstance(v, str) else v for k, v in ckpt["train_args"].items()}
+    for key in ("model", "ema"):
+        model = ckpt.get(key)
+        if model is not None and isinstance(getattr(model, "args", None), dict):
+            model.args = {k: public_path(v) if isinstance(v, str) else v for k, v in model.args.items()}
+    written.append(os.path.join(out_dir, "card_corners.pt"))
+    atomic_torch_save(ckpt, written[-1])
+    if refiner:
+        ckpt = torch.load(refiner, map_location="cpu", weights_only=True)
+        ckpt["args"] = {k: public_path(v) if isinstance(v, str) else v for k, v in (ckpt.get("args") or {}).items()}
+        for key in ("optimizer", "scheduler", "scaler"):
+            ckpt.pop(key, None)
+        written.append(os.path.join(out_dir, "card_corner_refiner.pt"))
+        atomic_torch_save(ckpt, written[-1])
+    return written
 
 
 def refiner_summary(path: str, note: str | None = None) -> dict:

@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
-from common import IMAGENET_MEAN, IMAGENET_STD, RUN_STATE_KEYS
+from common import IMAGENET_MEAN, IMAGENET_STD, RUN_STATE_KEYS, public_command, public_path
 
 logger = logging.getLogger(__name__)
 
@@ -195,12 +195,31 @@ def load_checkpoint_model(path: str, map_location: str = "cpu") -> tuple[nn.Modu
     return model.eval(), ckpt
 
 
+def _public_record(record: dict) -> None:
+    """In place: the commands and checkpoint paths of a training record (and of the records it
+    averaged) as public_command / public_path make them."""
+    for k in ("command", "average_command"):
+        if isinstance(record.get(k), str):
+            record[k] = public_command(record[k])
+    if isinstance(record.get("checkpoint"), str):
+        record["checkpoint"] = public_path(record["checkpoint"])
+    if isinstance(record.get("calibration"), dict):
+        record["calibration"]["data_path"] = public_path(record["calibration"].get("data_path"))
+    for entry in record.get("averaged_from") or []:
+        _public_record(entry)
+
+
 def store_release(ckpt: dict, model: nn.Module) -> dict:
     """Put `model` back into its checkpoint `ckpt` (in place, in whichever forms it carries the weights)
-    without the run's optimizer state: a checkpoint to export or fine-tune from (--weights), not to
-    resume. calibrate.py and average_checkpoints.py write their outputs this way."""
+    without the run's optimizer state and without the folders of the machine it was trained on (its
+    recorded options and commands keep paths inside the repository, and names elsewhere): a
+    checkpoint to export, publish or fine-tune from (--weights), not to resume. calibrate.py and
+    average_checkpoints.py write their outputs this way."""
     for k in RUN_STATE_KEYS:
         ckpt.pop(k, None)
+    if isinstance(ckpt.get("args"), dict):
+        ckpt["args"] = {k: public_path(v) if isinstance(v, str) else v for k, v in ckpt["args"].items()}
+    _public_record(ckpt)
     if ckpt.get("model_object") is not None:
         ckpt["model_object"] = model
     if "model" in ckpt:

@@ -106,3 +106,35 @@ def make_camera_file(path: str, width: int, height: int, frames: int = 4, seed: 
     truth = card_frame(width, height, seed, card, quad, quads)
     write_y4m(path, [truth.frame] * frames)
     return truth
+
+
+# A moving card's frames carry their index as a row of black and white squares in the frame's left
+# margin, which the app crops away: CODE_BITS squares of CODE_PX px at (CODE_X, CODE_Y).
+CODE_BITS, CODE_PX, CODE_X, CODE_Y = 8, 16, 8, 8
+
+
+def moving_card_file(path: str, width: int, height: int, speed_px_s: float, fps: int = 30, travel_px: float = 120,
+                     seed: int = 5, quad=None) -> list[np.ndarray]:
+    """A y4m of a card sliding left and right at speed_px_s (px of the 480x640 model input per second)
+    over travel_px and back, one period looping; every frame's index coded in its left margin
+    (read_frame_code). Returns the card's corners per frame, (4, 2) pixel-index of the model input."""
+    quad = np.asarray(quad if quad is not None else [[140, 190], [340, 190], [340, 470], [140, 470]], np.float64)
+    steps = max(2, round(travel_px / speed_px_s * fps))
+    shifts = np.concatenate([np.linspace(0, travel_px, steps, endpoint=False),
+                             np.linspace(travel_px, 0, steps, endpoint=False)]) - travel_px / 2
+    frames, corners = [], []
+    for i, dx in enumerate(shifts):
+        truth = card_frame(width, height, seed, quad=quad + [dx, 0])
+        for b in range(CODE_BITS):
+            x0 = CODE_X + b * CODE_PX
+            truth.frame[CODE_Y:CODE_Y + CODE_PX, x0:x0 + CODE_PX] = 255 if (i >> b) & 1 else 0
+        frames.append(truth.frame)
+        corners.append(truth.corners)
+    write_y4m(path, frames, fps)
+    return corners
+
+
+def read_frame_code(rgb: np.ndarray) -> int:
+    """The frame index a moving_card_file frame carries, from its (H, W, 3) pixels."""
+    y = CODE_Y + CODE_PX // 2
+    return sum(1 << b for b in range(CODE_BITS) if rgb[y, CODE_X + b * CODE_PX + CODE_PX // 2].mean() > 127)
