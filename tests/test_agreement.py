@@ -42,6 +42,11 @@ CASES = {
     "background": ([B + [0, 200]], A, [], False),
     "a card running out of the frame": ([A - [100, 0]], A - [100, 0], [], True),
     "a card and a strip of the one beside it (not found)": ([A, B], A + [[0, 0], [80, 0], [80, 0], [0, 0]], [], False),
+    # What a detector's empty or collapsed slot gives: judged "no", never an exception (the app's
+    # video loop checks every raw card).
+    "an empty slot (every corner at 0)": ([A], np.zeros((4, 2)), [], False),
+    "a crossed quad": ([A], A[[0, 2, 1, 3]], [], False),
+    "a card beside an empty slot": ([A], A, [np.zeros((4, 2))], True),
 }
 
 

@@ -139,6 +139,11 @@ def test_a_trained_checkpoint_keeps_its_training_record(trained, tiny_dataset, t
     assert not any(os.path.isabs(word) for word in saved["command"].split())
     assert saved["command"] == public_command(source["command"])
     assert saved["calibration"]["card_logit_offset"] == result["offset"]
+    # Calibrating the release again (as after averaging): its recorded data folder, a name only, is
+    # not a folder here, which is one clear line, not the wrong data.
+    with pytest.raises(DataError, match=f"calibrated.pt: its validation data {os.path.basename(tiny_dataset)} is "
+                                        "not on this machine; pass --data-path"):
+        _run([out, "--output", str(tmp_path / "again.pt"), "--quiet"])
     # A release, not a run to resume: the optimizer state goes, and --resume says what to do instead.
     assert set(RUN_STATE_KEYS) <= set(source) and not set(RUN_STATE_KEYS) & set(saved)
     with pytest.raises(DataError, match="calibrated.pt: no optimizer and schedule state to resume.*--weights"):

@@ -148,6 +148,12 @@ def test_export_refuses_missing_mobile_extras(trained_corners, corner_dataset, t
     with pytest.raises(DataError, match="pip install litert-torch"):
         export_corners.main(args)
     assert not os.listdir(tmp_path)
+    # A mistyped --seg-model is found before any file is exported next to the old record.
+    args = export_corners.get_args_parser().parse_args([trained_corners["best"], "--output-dir", str(tmp_path),
+                                                        "--data-path", corner_dataset, "--seg-model", "nope.onnx"])
+    with pytest.raises(DataError, match="--seg-model .*nope.onnx: model file not found"):
+        export_corners.main(args)
+    assert not os.listdir(tmp_path)
 
 
 def test_evaluate_script_writes_json_and_overlays(trained_corners, refiner_ckpt, corner_dataset, tmp_path, capsys):

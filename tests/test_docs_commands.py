@@ -76,3 +76,25 @@ def test_expansion_of_a_block():
     [(_, script, argv)] = documented_commands(text)
     assert script == "train"
     assert argv == ["--epochs", "2", "--lr", "1e-4", "--weights", "1", "--seed", "1"]
+
+
+def _anchors(path: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"(?m)^#+ (.*)$", open(path).read())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("doc", DOCS + ["docs/experiments.md", "train/exported_models/README.md"])
+def test_relative_links_resolve(doc):
+    """A link into the repository names a file that exists and, with `#`, a heading it has: the docs
+    are cut and moved often, and a dead link is what a newcomer meets first."""
+    path = os.path.join(REPO, doc)
+    dead = []
+    for link in re.findall(r"\]\(([^)\s]+)\)", open(path).read()):
+        if re.match(r"[a-z]+:", link):
+            continue
+        target, _, anchor = link.partition("#")
+        target = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+        if not os.path.exists(target) or (anchor and target.endswith(".md") and anchor not in _anchors(target)):
+            dead.append(link)
+    assert not dead, dead

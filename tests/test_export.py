@@ -312,8 +312,16 @@ def test_committed_corner_model_contract():
     assert (inp.name, inp.shape, inp.type) == ("images", [1, 3, 640, 480], "tensor(float)")
     outputs = [("output0", [1, 17, 6300], "tensor(float)"), ("corners", [1, 4, 2], "tensor(float)"),
                ("score", [1], "tensor(float)"), ("visibility", [1, 4], "tensor(float)"),
-               ("fallback", [1, 4], "tensor(float)")]
+               ("fallback", [1, 4], "tensor(float)"), ("cards", [1, 12, 4, 2], "tensor(float)"),
+               ("card_scores", [1, 12], "tensor(float)")]
     assert [(o.name, o.shape, o.type) for o in sess.get_outputs()] == outputs
+    # The refiner alone, on any number of quads of one frame (the app's and scan.py's second stage).
+    refiner = ort.InferenceSession(os.path.join(EXPORT_DIR, "card_corners_refiner.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in refiner.get_inputs()] == [("images", [1, 3, 640, 480]),
+                                                                  ("quads", ["cards", 4, 2])]
+    assert [(o.name, o.shape) for o in refiner.get_outputs()] == [
+        ("corners", ["cards", 4, 2]), ("valid", ["cards"]), ("visibility", ["cards", 4]), ("fallback", ["cards", 4])]
     # The detector's convolutions in FP16, the refiner's in FP32 (sub-pixel coordinates); the twin
     # is FP32 throughout, with the same contract.
     proto = onnx.load(path)

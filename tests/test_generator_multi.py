@@ -55,7 +55,7 @@ def test_multi_card_dataset_lists_quads_and_states_and_is_the_same_whatever_the_
     ann = json.loads(digests[0])
     with open(tmp_path / "w1" / "corner_visibility.json") as f:
         vis = json.load(f)
-    cards = 0
+    cards, images = 0, 0
     for split in ("train", "test"):
         for name, entry in ann[split].items():
             quads = np.asarray(entry)
@@ -63,7 +63,10 @@ def test_multi_card_dataset_lists_quads_and_states_and_is_the_same_whatever_the_
             assert np.asarray(vis[split][name]).shape == (len(quads), 4)
             assert name.startswith("cards_")
             cards += len(quads)
-    assert cards > 2 * len(ann["train"]) // 2
+            images += 1
+    # Several cards per card frame on average (a frame may keep one label when its others are mostly
+    # out of sight or hidden).
+    assert images and cards >= 2 * images
 
 
 def test_multi_card_share_is_the_presets_and_zero_keeps_single_card_frames():

@@ -33,7 +33,9 @@ def test_mix_links_the_first_images_of_each_source_with_their_labels(tmp_path):
         assert mixed["test"]["b_" + name] == pts
     samples = corner_samples(str(out), "test")
     states = corner_states(str(out), "test", samples)
-    assert len(samples) == 6 and states.shape == (6, 4)
+    # One (cards, 4) array per image; both sources are generated, so every card has its states.
+    assert len(samples) == len(states) == 6
+    assert all(st.shape == (len(cards), 4) and set(st.ravel()) <= {0, 1, 2} for st, (_, cards) in zip(states, samples))
     with pytest.raises(DataError, match="not an empty folder"):
         mix_datasets.main(mix_datasets.get_args_parser().parse_args([str(out), f"a={tmp_path / 'a'}"]))
 

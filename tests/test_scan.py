@@ -177,6 +177,7 @@ def test_a_big_photo_gives_corners_in_original_pixels_and_the_flat_card(v1_split
     # No card: no corners, no flat image.
     assert empty["status"] == "no_card" and empty["score"] < common.NO_CARD_SCORE
     assert empty["corners"] is None and empty["scan"] is None and empty["card"] is None
+    assert empty["cards"] == 0 and empty["mask_agrees"] is None and set(empty) == set(card)
     assert card["card"] == 1 and card["cards"] == 1 and card["mask_agrees"]
     assert os.listdir(out / "scans") == ["card_card1.jpg"]
 
@@ -235,6 +236,8 @@ def _scans_match(records, out, photo, quads):
     assert sorted(matched) == list(range(len(quads))), "one scan per card"
 
 
+@pytest.mark.xfail(strict=True, reason="issue #35: the shipped detector, trained on one card per frame, "
+                                      "finds one quad across a grid; strict, so a model that passes ends the mark")
 def test_nine_cards_in_a_grid_give_nine_scans_in_reading_order(tmp_path):
     """A landscape photo of nine cards in three rows, 10 px apart: nine `ok` records, scans named
     <name>_card1..9 in rows top to bottom, each row left to right."""
@@ -287,6 +290,12 @@ def test_views_merge_each_card_once_whole_and_in_reading_order():
     ]
     cards = merge_views(results, 800, 640)
     assert len(cards) == 3
+    # A quad the mask rejects across two confirmed neighbours (1.2 cards wide, so barely larger than
+    # either) is a span of them, dropped; the same quad confirmed by the mask stays (overlapping cards).
+    span = box(100, 60, 270, 256)
+    pair = [card(box(40, 60, 180, 256)), card(box(181, 60, 321, 256))]
+    assert len(merge_views([(ViewResult(prob, pair + [card(span, 0.7, False)], 0), left)], 800, 640)) == 2
+    assert len(merge_views([(ViewResult(prob, pair + [card(span, 0.7)], 0), left)], 800, 640)) == 3
     np.testing.assert_allclose(cards[0].corners, np.array(a) - 0.5)        # row 1: a, then b
     np.testing.assert_allclose(cards[1].corners, np.array(b) - 0.5)
     np.testing.assert_allclose(cards[2].corners, np.array(c) - 0.5)        # row 2: c
@@ -310,6 +319,7 @@ def test_bad_files_are_reported_and_skipped(v1_split, tmp_path, monkeypatch, cap
     assert [r["error"] for r in records[1:3]] == ["not a readable image (corrupt or an unsupported format)",
                                                   "empty file"]
     assert all(r["scan"] is None and r["score"] is None and r["card"] is None for r in records[1:3])
+    assert all(set(r) == set(records[0]) | {"error"} for r in records[1:3])   # every record has every field
     assert sorted(os.listdir(tmp_path / "out" / "scans")) == ["a_card_card1.jpg", "d_card_card1.jpg"]
     messages = [r.getMessage() for r in caplog.records]
     assert f"{folder / 'c_empty.jpg'}: empty file (skipped)" in messages

@@ -38,6 +38,7 @@ from common import (
     atomic_torch_save,
     public_path,
     resolve_path,
+    resolve_recorded_path,
     run_script,
     select_device,
 )
@@ -57,7 +58,15 @@ def main(args: argparse.Namespace) -> dict:
     card_head(model)   # fail before the pass over the data
     # Default: the split that chose the checkpoint (train.py's --data-path / --val-split).
     trained = ckpt.get("args") or {}
-    data_path = resolve_path(args.data_path or trained.get("data_path") or DEFAULT_DATASET)
+    if args.data_path:
+        data_path = resolve_path(args.data_path)
+    elif trained.get("data_path"):
+        data_path = resolve_recorded_path(trained["data_path"])
+        if not os.path.isdir(data_path):
+            raise DataError(f"{path}: its validation data {trained['data_path']} is not on this machine; "
+                            "pass --data-path (and --split) of a validation split")
+    else:
+        data_path = resolve_path(DEFAULT_DATASET)
     split = args.split or trained.get("val_split") or "test"
     trained_on = trained.get("data_path")
     validation = trained_on is not None and public_path(data_path) == public_path(trained_on) \

@@ -154,6 +154,14 @@ def resolve_path(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
+def resolve_recorded_path(path: str) -> str:
+    """A path a checkpoint recorded (public_path: relative to the repository root) -> absolute real
+    path: under the repository root when it is there, else relative to the current directory."""
+    if not os.path.isabs(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+        return os.path.realpath(os.path.join(REPO_ROOT, path))
+    return resolve_path(path)
+
+
 def atomic_write_bytes(path: str, data: bytes, fsync: bool = True) -> None:
     """Write a file so that a crash never leaves it half-written.
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 
 import model_card
@@ -70,7 +71,8 @@ def main(args: argparse.Namespace) -> dict:
     from segmentation.evaluation import evaluate_model
 
     meta = {"name": args.name, "kind": "segmentation", "checkpoint": os.path.basename(ckpt_path),
-            "export_command": public_command(args.export_command or "python train/export.py " + " ".join(sys.argv[1:])),
+            "export_command": public_command(args.export_command
+                                             or "python train/export.py " + shlex.join(sys.argv[1:])),
             "machine": machine_description(), "onnxruntime": onnxruntime_version(),
             "training": checkpoint_summary(ckpt) | ({"note": args.training_note} if args.training_note else {}),
             "files": []}

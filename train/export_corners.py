@@ -39,6 +39,7 @@ import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -255,6 +256,14 @@ def main(args: argparse.Namespace) -> dict:
         raise DataError(f"--opset {args.opset}: the refiner needs GridSample, opset {MIN_REFINER_OPSET} or later "
                         "(or export the detector alone with --no-refine)")
     extra, baseline, notes = comparison_args(args)
+    # Every file option is checked before anything is exported: a typo must not leave new models
+    # beside the old card_corners.json and model card.
+    seg_model = resolve_path(args.seg_model) if args.seg_model else None
+    if seg_model and not os.path.isfile(seg_model):
+        raise DataError(f"--seg-model {seg_model}: model file not found")
+    release_dir = resolve_path(args.release) if args.release else None
+    if release_dir and os.path.exists(release_dir) and not os.path.isdir(release_dir):
+        raise DataError(f"--release {release_dir}: not a folder")
     model = load_pose_model(ckpt_path).model.float().eval()
     refiner_path = None if args.no_refine else resolve_path(args.refiner)
     refiner = load_refiner(refiner_path) if refiner_path else None
@@ -262,7 +271,7 @@ def main(args: argparse.Namespace) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     meta = {"name": args.name, "kind": "corners", "checkpoint": os.path.basename(ckpt_path),
             "export_command": public_command(args.export_command or "python train/export_corners.py "
-                                             + " ".join(sys.argv[1:])),
+                                             + shlex.join(sys.argv[1:])),
             "machine": machine_description(), "onnxruntime": onnxruntime_version(),
             "training": detector_summary(ckpt_path, args.training_note),
             "refiner": refiner_summary(refiner_path, args.refiner_note) if refiner_path else None, "files": []}
@@ -270,14 +279,10 @@ def main(args: argparse.Namespace) -> dict:
         meta["files"], meta["refiner_file"] = export_onnx_pair(args, ckpt_path, out_dir, model, refiner, images,
                                                                data_path)
         if not args.skip_eval:
-            seg_model = resolve_path(args.seg_model) if args.seg_model else None
-            if seg_model and not os.path.isfile(seg_model):
-                raise DataError(f"--seg-model {seg_model}: model file not found")
             evaluate_files(meta, out_dir, refiner is not None, resolve_path(args.eval_data_path or args.data_path),
                            args.eval_dataset_note, extra, baseline, notes, seg_model)
             meta["seg_model"] = os.path.basename(seg_model) if seg_model else None
-        if args.release:
-            release_dir = resolve_path(args.release)
+        if release_dir:
             os.makedirs(release_dir, exist_ok=True)
             for path in release_checkpoints(ckpt_path, refiner_path, release_dir):
                 logger.info("release checkpoint -> %s", path)

@@ -312,8 +312,8 @@ def scan_frame(scanner: Scanner, frame: Frame, args: argparse.Namespace, out_dir
         base["frame"] = frame.index
         name = f"{item.name}_frame{frame.index:06d}"
     if frame.error is not None:
-        return [base | {"status": "unreadable", "error": frame.error, "card": None, "score": None, "corners": None,
-                        "card_area": None, "size": None, "scan": None}]
+        return [base | {"status": "unreadable", "error": frame.error, "card": None, "cards": None, "score": None,
+                        "mask_agrees": None, "corners": None, "card_area": None, "size": None, "scan": None}]
     height, width = frame.image.shape[:2]
     try:
         results = [(scanner(view), geometry) for view, geometry in frame.views]
@@ -341,8 +341,9 @@ def scan_frame(scanner: Scanner, frame: Frame, args: argparse.Namespace, out_dir
                              [g.region(width, height) for _, g in results])
         extras["overlay"] = write_image(out_dir, os.path.join(OUTPUT_DIRS["overlay"], name + ".jpg"), drawn)
     if not cards:
-        return [base | {"status": "no_card", "card": None, "score": round(max(
-            [c.score for r, _ in results for c in r.cards] or [0.0]), 4), "corners": None, "scan": None} | extras]
+        return [base | {"status": "no_card", "card": None, "cards": 0, "score": round(max(
+            [c.score for r, _ in results for c in r.cards] or [0.0]), 4), "mask_agrees": None, "corners": None,
+                        "scan": None} | extras]
     records = []
     for k, (card, status) in enumerate(zip(cards, statuses), 1):
         stem = name if args.central else f"{name}_card{k}"

@@ -507,7 +507,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="default: train/runs/corner_refiner (or the --resume folder)")
     p.add_argument("--val-split", default="test")
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (12 crops each)")
+    p.add_argument("--batch-size", type=int, default=16, help="cards per batch (12 crops each)")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (one-cycle schedule)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--jitter-px", type=float, default=6.0, help="std of the Gaussian corner jitter, px")

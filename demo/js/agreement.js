@@ -6,7 +6,7 @@
 //    another card found (on MIN_BOUNDED of the side);
 // 4. it holds no other card found (CONTAIN_SHARE of that card inside it).
 // Quads: Float32Array/Float64Array(8) TL, TR, BR, BL in continuous px of the 480x640 mask. No DOM,
-// no allocation per call beyond the result object.
+// no allocation per call beyond the result object (none when the caller passes one).
 
 import { homography } from './geometry.js';
 import { MASK_THRESHOLD, MODEL_HEIGHT, MODEL_WIDTH } from './image-utils.js';
@@ -21,6 +21,7 @@ export const SIDE_SAMPLES = 12;
 export const MIN_BOUNDED = 0.6;
 export const MIN_BOUNDED_SIDES = 4;
 export const CONTAIN_SHARE = 0.7;
+export const MIN_AREA_PX = 64; // a quad smaller than 8 x 8 px, flat or crossed, is no card
 
 const UNIT_SQUARE = [0, 0, 1, 0, 1, 1, 0, 1];
 const gridX = new Float64Array(GRID_X * GRID_Y);
@@ -30,6 +31,8 @@ const otherX = new Float64Array(GRID_X * GRID_Y);
 const otherY = new Float64Array(GRID_X * GRID_Y);
 const bounded = new Uint8Array(SIDE_SAMPLES);
 const corners = new Float64Array(8);
+const hom = new Float64Array(9);
+const homScratch = new Float64Array(72);
 
 /** Bilinear card probability at continuous (x, y) px; NaN outside the frame. */
 export function sample(prob, x, y, width = MODEL_WIDTH, height = MODEL_HEIGHT) {
@@ -65,10 +68,25 @@ export function quadArea(q) {
   return Math.abs(a) / 2;
 }
 
+/** Convex, not crossed, and at least MIN_AREA_PX: the only quads the rules can judge (a detector's
+ * empty or collapsed slot has no homography). */
+export function isCardShaped(q) {
+  let pos = 0; let neg = 0;
+  for (let k = 0; k < 4; k += 1) {
+    if (!Number.isFinite(q[2 * k]) || !Number.isFinite(q[2 * k + 1])) return false;
+    const j = (k + 1) % 4; const l = (k + 2) % 4;
+    const ex = q[2 * j] - q[2 * k]; const ey = q[2 * j + 1] - q[2 * k + 1];
+    const fx = q[2 * l] - q[2 * j]; const fy = q[2 * l + 1] - q[2 * j + 1];
+    const turn = ex * fy - ey * fx;
+    if (turn > 0) pos += 1; else if (turn < 0) neg += 1;
+  }
+  return quadArea(q) >= MIN_AREA_PX && (pos === 4 || neg === 4);
+}
+
 /** The grid of points in quad q (shrunk by `shrink` of its size on each side), rows down the card. */
 function gridPoints(q, shrink, xs, ys) {
   for (let i = 0; i < 8; i += 1) corners[i] = q[i];
-  const h = homography(UNIT_SQUARE, corners);
+  const h = homography(UNIT_SQUARE, corners, hom, homScratch);
   for (let r = 0; r < GRID_Y; r += 1) {
     const v = shrink + ((1 - 2 * shrink) * r) / (GRID_Y - 1);
     for (let c = 0; c < GRID_X; c += 1) {
@@ -86,6 +104,12 @@ function gridPoints(q, shrink, xs, ys) {
  * into `out` when given (the video loop passes one it keeps, so checking allocates nothing).
  */
 export function agreement(prob, q, others = [], out = null) {
+  const result = out || { fill: 0, minLine: 0, sides: [0, 0, 0, 0], contains: 0, ok: false };
+  if (!isCardShaped(q)) {
+    result.fill = 0; result.minLine = 0; result.contains = 0; result.ok = false;
+    result.sides.fill(0);
+    return result;
+  }
   gridPoints(q, INNER_SHRINK, gridX, gridY);
   let seen = 0; let card = 0;
   for (let i = 0; i < gridP.length; i += 1) {
@@ -115,7 +139,6 @@ export function agreement(prob, q, others = [], out = null) {
   if (!lines) minLine = 0;
   let cx = 0; let cy = 0;
   for (let k = 0; k < 4; k += 1) { cx += q[2 * k] / 4; cy += q[2 * k + 1] / 4; }
-  const result = out || { fill: 0, minLine: 0, sides: [0, 0, 0, 0], contains: 0, ok: false };
   const { sides } = result;
   for (let k = 0; k < 4; k += 1) {
     const j = (k + 1) % 4;
@@ -144,7 +167,7 @@ export function agreement(prob, q, others = [], out = null) {
   let contains = 0;
   for (const other of others) {
     const otherArea = quadArea(other);
-    if (!(otherArea > 0 && otherArea < 0.8 * area)) continue;
+    if (!(otherArea < 0.8 * area && isCardShaped(other))) continue;
     gridPoints(other, 0, otherX, otherY);
     let held = 0;
     for (let i = 0; i < otherX.length; i += 1) if (insideQuad(q, otherX[i], otherY[i])) held += 1;

@@ -14,13 +14,16 @@ export const SCAN_HEIGHT = 880;
  * point pairs (flat [x0, y0, ..., x3, y3] each). Solves the 8x8 linear system of the direct
  * linear transform by Gaussian elimination with partial pivoting.
  */
-export function homography(src, dst) {
-  const a = new Float64Array(8 * 9); // 8 rows of [8 coefficients | right-hand side]
+export function homography(src, dst, out = new Float64Array(9), a = new Float64Array(8 * 9)) {
+  // a: 8 rows of [8 coefficients | right-hand side]; out and a may be kept by a caller in a loop.
   for (let i = 0; i < 4; i += 1) {
     const x = src[2 * i]; const y = src[2 * i + 1];
     const u = dst[2 * i]; const v = dst[2 * i + 1];
-    a.set([x, y, 1, 0, 0, 0, -u * x, -u * y, u], 18 * i);
-    a.set([0, 0, 0, x, y, 1, -v * x, -v * y, v], 18 * i + 9);
+    const r0 = 18 * i; const r1 = r0 + 9;
+    a[r0] = x; a[r0 + 1] = y; a[r0 + 2] = 1; a[r0 + 3] = 0; a[r0 + 4] = 0; a[r0 + 5] = 0;
+    a[r0 + 6] = -u * x; a[r0 + 7] = -u * y; a[r0 + 8] = u;
+    a[r1] = 0; a[r1 + 1] = 0; a[r1 + 2] = 0; a[r1 + 3] = x; a[r1 + 4] = y; a[r1 + 5] = 1;
+    a[r1 + 6] = -v * x; a[r1 + 7] = -v * y; a[r1 + 8] = v;
   }
   for (let col = 0; col < 8; col += 1) {
     let pivot = col;
@@ -38,10 +41,9 @@ export function homography(src, dst) {
       for (let c = col; c < 9; c += 1) a[r * 9 + c] -= f * a[col * 9 + c];
     }
   }
-  const h = new Float64Array(9);
-  for (let r = 0; r < 8; r += 1) h[r] = a[r * 9 + 8] / a[r * 9 + r];
-  h[8] = 1;
-  return h;
+  for (let r = 0; r < 8; r += 1) out[r] = a[r * 9 + 8] / a[r * 9 + r];
+  out[8] = 1;
+  return out;
 }
 
 /** H(x, y) as [x', y']. */

@@ -126,7 +126,13 @@ def refiner_onnx(refiner, opset: int) -> onnx.ModelProto:
     torch.onnx.export(stage, (images, quads), buf, input_names=[INPUT_NAME, QUADS_INPUT], output_names=REFINER_OUTPUTS,
                       dynamic_axes={QUADS_INPUT: {0: "cards"}, **{o: {0: "cards"} for o in REFINER_OUTPUTS}},
                       opset_version=opset, dynamo=False)
-    return onnx.load_from_string(buf.getvalue())
+    model = onnx.load_from_string(buf.getvalue())
+    # The tracer leaves the outputs' fixed axes symbolic ("Wherecorners_dim_2"); name their sizes.
+    fixed = {REFINED_OUTPUT: [4, 2], VISIBILITY_OUTPUT: [4], FALLBACK_OUTPUT: [4]}
+    for out in model.graph.output:
+        for dim, size in zip(out.type.tensor_type.shape.dim[1:], fixed.get(out.name, [])):
+            dim.dim_value = size
+    return model
 
 
 def refiner_gate(onnx_path: str, refiner, images: np.ndarray, quads: list[np.ndarray]) -> dict:

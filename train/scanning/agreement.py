@@ -33,6 +33,7 @@ SIDE_SAMPLES = 12                  # along each side, from 15 % to 85 % of it
 MIN_BOUNDED = 0.6
 MIN_BOUNDED_SIDES = 4
 CONTAIN_SHARE = 0.7
+MIN_AREA_PX = 64.0                 # a quad smaller than 8 x 8 px, flat or crossed, is no card
 
 UNIT_SQUARE = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], np.float32)
 
@@ -73,6 +74,15 @@ def quad_area(quad: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def is_card_shaped(quad: np.ndarray) -> bool:
+    """Convex, not crossed, and at least MIN_AREA_PX: the only quads the rules can judge (a
+    detector's empty or collapsed slot has no homography)."""
+    edges = np.roll(quad, -1, 0) - quad
+    turns = edges[:, 0] * np.roll(edges, -1, 0)[:, 1] - edges[:, 1] * np.roll(edges, -1, 0)[:, 0]
+    return bool(np.isfinite(quad).all() and quad_area(quad) >= MIN_AREA_PX
+                and ((turns > 0).all() or (turns < 0).all()))
+
+
 def grid_points(quad: np.ndarray, shrink: float = INNER_SHRINK) -> np.ndarray:
     """(GRID[1], GRID[0], 2) points in the quad (TL, TR, BR, BL, continuous px), rows down the card,
     the grid spanning the quad shrunk by `shrink` of its size on each side."""
@@ -87,6 +97,8 @@ def grid_points(quad: np.ndarray, shrink: float = INNER_SHRINK) -> np.ndarray:
 def agreement(prob: np.ndarray, quad: np.ndarray, others: list[np.ndarray] = ()) -> Agreement:
     """The rules above for one quad (4, 2) TL, TR, BR, BL in continuous px of the 480x640 mask;
     others: the other cards the model found in the same frame."""
+    if not is_card_shaped(quad):
+        return Agreement(0.0, 0.0, np.zeros(4), 0, False)
     grid = grid_points(quad)
     p = sample(prob, grid.reshape(-1, 2)).reshape(grid.shape[:2])
     seen = np.isfinite(p)
@@ -126,7 +138,7 @@ def agreement(prob: np.ndarray, quad: np.ndarray, others: list[np.ndarray] = ())
     contains = 0
     for other in others:
         other_area = quad_area(other)
-        if other_area < 0.8 * area and other_area > 0:
+        if other_area < 0.8 * area and is_card_shaped(other):
             held = inside_quad(quad, grid_points(other, 0.0).reshape(-1, 2)).mean()
             contains += held >= CONTAIN_SHARE
     ok = (fill >= MIN_FILL and min_line >= MIN_LINE_FILL and int((sides >= MIN_BOUNDED).sum()) >= MIN_BOUNDED_SIDES

@@ -31,6 +31,9 @@ QUADS_INPUT, VALID_OUTPUT = "quads", "valid"
 # Two detections are the same card when every corner of one lies within this share of the card's
 # size of the other's (corners/metrics.py decodes with the same idea).
 SAME_CARD_SHARE = 0.15
+# The graph's refined card and the same card as found (unrefined when there is no refiner graph):
+# the refiner moves a corner by up to 32 px, a fifth of a small card.
+GRAPH_CARD_SHARE = 0.3
 EDGE_MARGIN_PX = 2.0     # a card is whole in a view when its corners lie this far inside the view
 
 
@@ -146,22 +149,26 @@ class Scanner:
                                                    QUADS_INPUT: quads.astype(np.float32)})
                 quads, scores = refined.astype(np.float64), scores * valid
         keep = scores >= NO_CARD_SCORE
-        quads, scores = quads[keep], scores[keep]
+        quads, scores = quads[keep].copy(), scores[keep]
+        central = None
+        if score >= NO_CARD_SCORE and len(quads):
+            # The graph's refined card is one of the cards found: the nearest, when it is the same card
+            # (the refiner may have dropped it). Without the refiner graph it brings the refined corners,
+            # before the mask judges any card.
+            d = [float(np.linalg.norm(q - corners, axis=1).max()) for q in quads]
+            central = int(np.argmin(d))
+            if not _same_card(quads[central], corners, GRAPH_CARD_SHARE):
+                central = None
+            elif not self.multi or self.refiner is None:
+                quads[central] = corners
         cards = [Card(q, float(s), agreement(prob, q, [o for j, o in enumerate(quads) if j != i]))
                  for i, (q, s) in enumerate(zip(quads, scores))]
-        central = None
-        if score >= NO_CARD_SCORE and cards:
-            # The graph's refined card is one of the cards found: the nearest.
-            d = [np.abs(c.quad - corners).max() for c in cards]
-            central = int(np.argmin(d))
-            if not self.multi or self.refiner is None:
-                cards[central].quad = corners
         return ViewResult(prob, cards, central)
 
 
-def _same_card(a: np.ndarray, b: np.ndarray) -> bool:
+def _same_card(a: np.ndarray, b: np.ndarray, share: float = SAME_CARD_SHARE) -> bool:
     size = max(np.sqrt(quad_area(a)), np.sqrt(quad_area(b)), 1.0)
-    return float(np.linalg.norm(a - b, axis=1).max()) <= SAME_CARD_SHARE * size
+    return float(np.linalg.norm(a - b, axis=1).max()) <= share * size
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
@@ -190,12 +197,14 @@ def merge_views(results: list[tuple[ViewResult, Geometry]], width: int, height: 
         if not card.whole and any(_overlap(card.corners, k.corners) for k in kept):
             continue
         kept.append(card)
-    # A quad from a coarser view that holds two or more cards kept from the others is a union of them.
+    # A quad that holds the centres of two or more other cards spans them (a coarser view's union,
+    # or the detector's quad across two neighbours): held means smaller than it, or confirmed by the
+    # mask where it is not (a span over 1.2 touching cards is barely larger than either).
     out = []
     for card in kept:
         area = quad_area(card.corners)
-        held = sum(1 for o in kept if o is not card and quad_area(o.corners) < 0.8 * area
-                   and inside_quad(card.corners, o.corners.mean(0, keepdims=True))[0])
+        held = sum(1 for o in kept if o is not card and inside_quad(card.corners, o.corners.mean(0, keepdims=True))[0]
+                   and (quad_area(o.corners) < 0.8 * area or (o.agrees and not card.agrees)))
         if held < 2:
             out.append(card)
     return reading_order(out)

@@ -120,6 +120,9 @@ def moving_card_file(path: str, width: int, height: int, speed_px_s: float, fps:
     (read_frame_code). Returns the card's corners per frame, (4, 2) pixel-index of the model input."""
     quad = np.asarray(quad if quad is not None else [[140, 190], [340, 190], [340, 470], [140, 470]], np.float64)
     steps = max(2, round(travel_px / speed_px_s * fps))
+    if 2 * steps > 2 ** CODE_BITS:
+        raise ValueError(f"{speed_px_s} px/s over {travel_px} px: {2 * steps} frames a loop, more than the "
+                         f"{2 ** CODE_BITS} a frame's code can number")
     shifts = np.concatenate([np.linspace(0, travel_px, steps, endpoint=False),
                              np.linspace(travel_px, 0, steps, endpoint=False)]) - travel_px / 2
     frames, corners = [], []
