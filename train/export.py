@@ -30,7 +30,14 @@ from common import (
     run_script,
 )
 from onnx_utils import machine_description, onnx_latencies, onnxruntime_version, sha256
-from segmentation.export import DEFAULT_OPSET, GATE_IMAGES, checkpoint_summary, export_and_verify, gate_images
+from segmentation.export import (
+    DEFAULT_OPSET,
+    GATE_IMAGES,
+    checkpoint_summary,
+    export_and_verify,
+    gate_images,
+    gate_reference,
+)
 from segmentation.model import load_checkpoint_model
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ def main(args: argparse.Namespace) -> dict:
     model, ckpt = load_checkpoint_model(ckpt_path)
     images = gate_images(data_path, args.gate_images)
     model = model.float().eval()
+    reference = gate_reference(model, images)   # the float64 pass, once for both files
     # Both variants are staged and gated first, then moved in together: a failure leaves the
     # previous pair (and its .json) untouched, never a new FP16 file next to an old FP32 one.
     files, staged = [], []
@@ -54,7 +62,7 @@ def main(args: argparse.Namespace) -> dict:
         for fp16 in (True, False):
             path = os.path.join(out_dir, args.name + ("" if fp16 else "_fp32") + ".onnx")
             stage = os.path.join(out_dir, f".staged-{os.path.basename(path)}")
-            info = export_and_verify(model, stage, fp16, images, args.opset)
+            info = export_and_verify(model, stage, fp16, images, args.opset, reference=reference)
             staged.append(stage)
             info["file"] = os.path.basename(path)
             logger.info("%s: passed the gate (mask IoU %.5f, max prob diff %.2e), %.2f MB", info["file"],

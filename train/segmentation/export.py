@@ -121,16 +121,24 @@ def predict_torch(model: nn.Module, images: np.ndarray, dtype: torch.dtype = tor
                      for x in to_input(images)])
 
 
-def parity_gate(path: str, model: nn.Module, images: np.ndarray, precision: str) -> dict:
+def gate_reference(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """The gate's reference on (N, 640, 480, 3) uint8 images: the model's probabilities in float64
+    (N, 640, 480), and PyTorch FP32's largest difference from them. One per model, for both files."""
+    ref = predict_torch(model, images, torch.float64)
+    return ref, float(np.abs(predict_torch(model, images) - ref).max())
+
+
+def parity_gate(path: str, model: nn.Module, images: np.ndarray, precision: str,
+                reference: tuple[np.ndarray, float] | None = None) -> dict:
     """onnx.checker, then onnxruntime against the model in float64 on (N, 640, 480, 3) uint8 images:
     mask IoU and the largest probability difference, within max(GATE_MAX_PROB_DIFF, the factor x
-    PyTorch FP32's own largest difference on the same images); raises GateError."""
+    PyTorch FP32's own largest difference on the same images); raises GateError. `reference`:
+    gate_reference(model, images), when the caller gates several files of one model."""
     check_model(path)
     got = predict_onnx(path, images).astype(np.float64)
-    ref = predict_torch(model, images, torch.float64)
+    ref, torch_fp32 = reference if reference is not None else gate_reference(model, images)
     if got.shape != ref.shape or not np.isfinite(got).all():
         raise GateError(f"{path}: output shape {got.shape} / finite={np.isfinite(got).all()}, expected {ref.shape}")
-    torch_fp32 = float(np.abs(predict_torch(model, images) - ref).max())
     allowed = max(GATE_MAX_PROB_DIFF[precision], GATE_FP32_ROUNDING_FACTOR * torch_fp32)
     a, b = got >= 0.5, ref >= 0.5
     union = np.logical_or(a, b).sum()
@@ -164,7 +172,8 @@ def gate_images(data_path: str, n: int = GATE_IMAGES, split: str = "test") -> np
 
 
 def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarray, opset: int = DEFAULT_OPSET,
-                      post_export: Callable[[str], None] | None = None) -> dict:
+                      post_export: Callable[[str], None] | None = None,
+                      reference: tuple[np.ndarray, float] | None = None) -> dict:
     """Export to a temporary file, gate it, and only then move it to ``path``.
 
     ``post_export`` may edit the temporary file before the gate (tests use it to corrupt one).
@@ -178,7 +187,7 @@ def export_and_verify(model: nn.Module, path: str, fp16: bool, images: np.ndarra
         to_onnx(model, tmp, fp16, opset)
         if post_export is not None:
             post_export(tmp)
-        report = parity_gate(tmp, model, images, precision)
+        report = parity_gate(tmp, model, images, precision, reference)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
